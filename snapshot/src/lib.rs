@@ -1,0 +1,4 @@
+//! # raftwal-snapshot
+//!
+//! The file snapshot store (crash-safe, checksummed, streaming). Being built; see the project
+//! issues.

@@ -1,0 +1,111 @@
+//! Options for [`crate::Wal::open`].
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::vfs::{StdVfs, Vfs};
+
+/// How a durable write reaches stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    /// `fdatasync` (the default): data and the metadata needed to read it back.
+    #[default]
+    Data,
+    /// `fsync`: data and all metadata.
+    All,
+    /// **Unsafe, for benchmarks only**: never sync. `wait_durable` returns at once and nothing
+    /// survives a power cut; an OS crash may leave the log torn anywhere.
+    None,
+}
+
+/// What recovery does with damage it finds while opening.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecoveryMode {
+    /// The default: a torn batch after the last durable commit of the tail is discarded (it was
+    /// never acknowledged); any other damage fails `open` with [`crate::Error::Corrupt`].
+    #[default]
+    Strict,
+    /// Explicit and lossy: truncate the tail segment at the first damaged record, even when
+    /// later records prove it was durable, and report exactly what was dropped in
+    /// [`crate::Wal::recovery_report`]. Damage in sealed segments is still an error.
+    TruncateCorruptTail,
+}
+
+/// Options for opening a [`crate::Wal`].
+#[derive(Clone)]
+pub struct WalOptions {
+    /// Size of each segment file, preallocated (default 64 MiB, minimum 4 KiB). A batch larger
+    /// than a segment gets a segment of its own, grown to fit.
+    pub segment_size: u64,
+    /// How writes are made durable.
+    pub sync: SyncMode,
+    /// What recovery does with damage.
+    pub recovery: RecoveryMode,
+    /// Prepare segments by writing zeros (default `true`) so that appends overwrite allocated,
+    /// written blocks and `fdatasync` never converts unwritten extents. `false` only sets the
+    /// length (sparse), which is faster to create and slower to write.
+    pub zero_fill: bool,
+    /// Open without modifying anything: no recovery truncation, no cleanup, writes refused.
+    /// Still takes the directory lock.
+    pub read_only: bool,
+    /// The file system (the real one unless a test injects [`crate::vfs::SimVfs`]).
+    pub vfs: Arc<dyn Vfs>,
+}
+
+impl fmt::Debug for WalOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WalOptions")
+            .field("segment_size", &self.segment_size)
+            .field("sync", &self.sync)
+            .field("recovery", &self.recovery)
+            .field("zero_fill", &self.zero_fill)
+            .field("read_only", &self.read_only)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            segment_size: 64 << 20,
+            sync: SyncMode::Data,
+            recovery: RecoveryMode::Strict,
+            zero_fill: true,
+            read_only: false,
+            vfs: Arc::new(StdVfs),
+        }
+    }
+}
+
+impl WalOptions {
+    /// Sets the segment size.
+    pub fn segment_size(mut self, bytes: u64) -> Self {
+        self.segment_size = bytes;
+        self
+    }
+    /// Sets the sync mode.
+    pub fn sync(mut self, mode: SyncMode) -> Self {
+        self.sync = mode;
+        self
+    }
+    /// Sets the recovery mode.
+    pub fn recovery(mut self, mode: RecoveryMode) -> Self {
+        self.recovery = mode;
+        self
+    }
+    /// Opens read-only.
+    pub fn read_only(mut self, yes: bool) -> Self {
+        self.read_only = yes;
+        self
+    }
+    /// Uses this file system.
+    pub fn vfs(mut self, vfs: Arc<dyn Vfs>) -> Self {
+        self.vfs = vfs;
+        self
+    }
+    /// Zero-fills (or not) new segments.
+    pub fn zero_fill(mut self, yes: bool) -> Self {
+        self.zero_fill = yes;
+        self
+    }
+}

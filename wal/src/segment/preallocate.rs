@@ -1,0 +1,91 @@
+//! Preparing segment files ahead of need, in a background thread, so rotation never waits for
+//! allocation and appends always overwrite blocks that were already written (zero-filled):
+//! `fdatasync` then never has to convert unwritten extents or grow the file.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crate::format::{segment_name, SegmentHeader, SEGMENT_HEADER_LEN};
+use crate::vfs::{OpenMode, Vfs, VfsFile};
+use crate::{Error, Result};
+
+/// A segment file ready to receive frames: created, sized, zero-filled (if asked), header
+/// written, and all of it durable, including its directory entry.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    pub seq: u64,
+    pub epoch: u64,
+    pub path: PathBuf,
+    pub file: Arc<dyn VfsFile>,
+    pub capacity: u64,
+}
+
+/// A fresh random salt for a segment's checksums.
+pub(crate) fn new_epoch(seq: u64) -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one((seq, std::time::SystemTime::now()))
+}
+
+/// Prepares segment `seq` synchronously.
+pub(crate) fn prepare(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    seq: u64,
+    size: u64,
+    zero_fill: bool,
+) -> Result<Prepared> {
+    let path = dir.join(segment_name(seq));
+    let io = |op| {
+        let path = path.clone();
+        move |e| Error::io(op, path, e)
+    };
+    let file = vfs
+        .open(&path, OpenMode::CreateTruncate)
+        .map_err(io("create segment"))?;
+    let epoch = new_epoch(seq);
+    let header = SegmentHeader {
+        seq,
+        epoch,
+        base_hint: 0,
+    };
+    if zero_fill {
+        const CHUNK: u64 = 1 << 20;
+        let zeros = vec![0u8; CHUNK as usize];
+        let mut off = SEGMENT_HEADER_LEN;
+        while off < size {
+            let n = CHUNK.min(size - off) as usize;
+            file.write_all_at(&zeros[..n], off)
+                .map_err(io("zero-fill segment"))?;
+            off += n as u64;
+        }
+    } else {
+        file.set_len(size).map_err(io("size segment"))?;
+    }
+    file.write_all_at(&header.encode(), 0)
+        .map_err(io("write segment header"))?;
+    file.sync_all().map_err(io("fsync segment"))?;
+    vfs.sync_dir(dir).map_err(io("fsync directory"))?;
+    Ok(Prepared {
+        seq,
+        epoch,
+        path,
+        file,
+        capacity: size.max(SEGMENT_HEADER_LEN),
+    })
+}
+
+/// Starts preparing segment `seq` in a background thread; `None` if no thread could be
+/// started (the caller then prepares it synchronously when it is needed).
+pub(crate) fn spawn(
+    vfs: Arc<dyn Vfs>,
+    dir: PathBuf,
+    seq: u64,
+    size: u64,
+    zero_fill: bool,
+) -> Option<JoinHandle<Result<Prepared>>> {
+    std::thread::Builder::new()
+        .name("raftwal-prealloc".into())
+        .spawn(move || prepare(vfs.as_ref(), &dir, seq, size, zero_fill))
+        .ok()
+}

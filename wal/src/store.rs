@@ -1,0 +1,81 @@
+//! The store traits, in the spirit of hashicorp/raft's `LogStore` and `StableStore`.
+
+use crate::{LogEntry, Result};
+
+/// A Raft log. All methods take `&self`: readers run concurrently with the writer.
+pub trait LogStore: Send + Sync {
+    /// The first index held, or 0 when the log is empty.
+    ///
+    /// # Errors
+    /// Only implementation-specific failures (the WAL answers from memory and never fails).
+    fn first_index(&self) -> Result<u64>;
+    /// The last index held, or 0 when the log is empty.
+    ///
+    /// # Errors
+    /// As [`LogStore::first_index`].
+    fn last_index(&self) -> Result<u64>;
+    /// The entry at `index`.
+    ///
+    /// # Errors
+    /// [`crate::Error::NotFound`] outside `[first, last]`; [`crate::Error::Corrupt`] if its
+    /// bytes fail their checksum.
+    fn get_log(&self, index: u64) -> Result<LogEntry>;
+    /// Entries `[lo, hi)`, stopping once their payloads exceed `max_bytes`, but always at least
+    /// one entry when `lo < hi`.
+    ///
+    /// # Errors
+    /// [`crate::Error::NotFound`] when `lo` or `hi - 1` is outside the log; as `get_log`.
+    fn get_logs(&self, lo: u64, hi: u64, max_bytes: u64) -> Result<Vec<LogEntry>>;
+    /// Appends a batch: durable and atomic when it returns `Ok`. The batch must be contiguous
+    /// and continue `last_index + 1`, or start anywhere when the log is empty.
+    ///
+    /// # Errors
+    /// [`crate::Error::OutOfOrder`] (nothing written), I/O errors, [`crate::Error::Poisoned`].
+    fn store_logs(&self, entries: &[LogEntry]) -> Result<()>;
+    /// Deletes `[min, max]` (inclusive), which must be a head range (`min <= first`) or a tail
+    /// range (`max >= last`). Durable and crash-atomic when it returns.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidRange`] for a middle range or `min > max` or `min > last`.
+    fn delete_range(&self, min: u64, max: u64) -> Result<()>;
+}
+
+/// A small durable key/value store (Raft's current term, vote, …).
+pub trait StableStore: Send + Sync {
+    /// Sets `key` to `value`, durably and atomically.
+    ///
+    /// # Errors
+    /// I/O errors, [`crate::Error::TooLarge`], [`crate::Error::Poisoned`].
+    fn set(&self, key: &[u8], value: &[u8]) -> Result<()>;
+    /// The value of `key`, if set.
+    ///
+    /// # Errors
+    /// Implementation-specific failures.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Sets `key` to a `u64` (stored little-endian).
+    ///
+    /// # Errors
+    /// As [`StableStore::set`].
+    fn set_u64(&self, key: &[u8], value: u64) -> Result<()> {
+        self.set(key, &value.to_le_bytes())
+    }
+    /// The `u64` value of `key`, if set.
+    ///
+    /// # Errors
+    /// [`crate::Error::Invalid`] if the stored value is not 8 bytes.
+    fn get_u64(&self, key: &[u8]) -> Result<Option<u64>> {
+        match self.get(key)? {
+            None => Ok(None),
+            Some(v) => {
+                let b: [u8; 8] = v.as_slice().try_into().map_err(|_| {
+                    crate::Error::Invalid(format!(
+                        "stable key {:?} holds {} bytes, not a u64",
+                        String::from_utf8_lossy(key),
+                        v.len()
+                    ))
+                })?;
+                Ok(Some(u64::from_le_bytes(b)))
+            }
+        }
+    }
+}

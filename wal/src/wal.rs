@@ -1,0 +1,739 @@
+//! The write-ahead log: open, append (pipelined, group-committed), read, truncate.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::thread::JoinHandle;
+
+use crate::batch::{delete_batch, plan, Bounds, Step};
+use crate::error::CorruptKind;
+use crate::format::{decode_frame, index_name, SEGMENT_HEADER_LEN};
+use crate::manifest::{Manifest, SegmentRecord};
+use crate::recovery::{recover, write_index, RecoveryReport};
+use crate::segment::preallocate::{self, Prepared};
+use crate::segment::{reader, writer, ActiveIndex, Loc, Sealed, SealedRef};
+use crate::vfs::VfsFile;
+use crate::{
+    Error, LogEntry, LogStore, Result, StableStore, SyncMode, Ticket, WalOptions, WriteBatch,
+};
+
+/// What readers see: the log's bounds, where every live entry is, and the stable keys.
+/// Changed only by the writer, under a short write lock, after its bytes are in the file.
+pub(crate) struct LogState {
+    pub bounds: Bounds,
+    pub sealed: Vec<SealedRef>,
+    pub active: ActiveIndex,
+    pub active_file: Arc<dyn VfsFile>,
+    pub active_path: PathBuf,
+    pub active_epoch: u64,
+    pub stable: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Sealed segments no longer used, to remove at the next manifest rewrite.
+    pub dead: Vec<u64>,
+}
+
+impl LogState {
+    /// Applies a structural step to the bounds and to every segment's range.
+    pub fn apply_step(&mut self, step: Step) {
+        step.apply(&mut self.bounds);
+        self.active.apply(step);
+        match step {
+            Step::TruncateTail(k) => {
+                for s in &mut self.sealed {
+                    s.hi = s.hi.min(k + 1);
+                }
+            }
+            Step::Reset(_) => {
+                for s in &mut self.sealed {
+                    s.hi = s.lo;
+                }
+            }
+            Step::TruncateHead(_) => {}
+        }
+        let first = self.bounds.first;
+        let dead = &mut self.dead;
+        self.sealed.retain(|s| {
+            let live = s.lo < s.hi && s.hi > first;
+            if !live {
+                dead.push(s.seg.seq);
+            }
+            live
+        });
+    }
+
+    fn locate(&self, index: u64) -> Result<Location> {
+        if !self.bounds.contains(index) {
+            return Err(self.bounds.not_found(index));
+        }
+        if let Some(loc) = self.active.get(index) {
+            return Ok(Location::Active {
+                file: self.active_file.clone(),
+                path: self.active_path.clone(),
+                epoch: self.active_epoch,
+                loc,
+            });
+        }
+        let p = self.sealed.partition_point(|s| s.lo <= index);
+        match p.checked_sub(1).map(|i| &self.sealed[i]) {
+            Some(s) if index < s.hi => Ok(Location::Sealed(s.seg.clone())),
+            _ => Err(Error::Corrupt {
+                path: self.active_path.clone(),
+                offset: 0,
+                indexes: Some((index, index)),
+                kind: CorruptKind::Structure("no segment holds an index inside the log's bounds"),
+            }),
+        }
+    }
+}
+
+enum Location {
+    Active {
+        file: Arc<dyn VfsFile>,
+        path: PathBuf,
+        epoch: u64,
+        loc: Loc,
+    },
+    Sealed(Arc<Sealed>),
+}
+
+/// The append side, serialised by one mutex.
+struct Writer {
+    file: Arc<dyn VfsFile>,
+    path: PathBuf,
+    seq: u64,
+    epoch: u64,
+    offset: u64,
+    capacity: u64,
+    buf: Vec<u8>,
+    /// Sequence number of the last write.
+    written: u64,
+    /// The manifest as of the start of the active segment.
+    base: Manifest,
+    next: Option<JoinHandle<Result<Prepared>>>,
+}
+
+struct SyncState {
+    durable: u64,
+    syncing: bool,
+    /// `(segment seq, offset)`: the active segment is durable up to `offset`.
+    durable_at: (u64, u64),
+}
+
+/// Counters for monitoring and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WalStats {
+    /// Writes (batches) accepted since open.
+    pub writes: u64,
+    /// `fdatasync`/`fsync` calls made for durability (not counting rotations).
+    pub syncs: u64,
+    /// Segment rotations.
+    pub rotations: u64,
+}
+
+/// A description of one live segment, for tools.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// Its file.
+    pub path: PathBuf,
+    /// Sequence number.
+    pub seq: u64,
+    /// First index in use (`None` when none).
+    pub first: Option<u64>,
+    /// Last index in use.
+    pub last: Option<u64>,
+    /// Whether it is sealed (immutable).
+    pub sealed: bool,
+    /// Bytes of committed frames, including the header.
+    pub data_end: u64,
+    /// File size.
+    pub file_size: u64,
+}
+
+/// The segmented, checksummed write-ahead log. See the crate documentation.
+pub struct Wal {
+    dir: PathBuf,
+    opts: WalOptions,
+    state: RwLock<LogState>,
+    writer: Mutex<Writer>,
+    sync: Mutex<SyncState>,
+    synced: Condvar,
+    poisoned: AtomicBool,
+    stats: Mutex<WalStats>,
+    report: RecoveryReport,
+    _lock: Box<dyn Send + Sync>,
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("dir", &self.dir)
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Collects `[lo, hi)` through `get`, stopping after `max_bytes` of payload but returning at
+/// least one entry.
+pub(crate) fn collect_range(
+    bounds: Bounds,
+    lo: u64,
+    hi: u64,
+    max_bytes: u64,
+    mut get: impl FnMut(u64) -> Result<LogEntry>,
+) -> Result<Vec<LogEntry>> {
+    if lo < hi {
+        for i in [lo, hi - 1] {
+            if !bounds.contains(i) {
+                return Err(bounds.not_found(i));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut bytes = 0u64;
+    for i in lo..hi {
+        let e = get(i)?;
+        bytes += e.payload_len();
+        if !out.is_empty() && bytes > max_bytes {
+            break;
+        }
+        out.push(e);
+    }
+    Ok(out)
+}
+
+impl Wal {
+    /// Opens (creating if needed) the WAL in `dir`, recovering after a crash.
+    ///
+    /// # Errors
+    /// [`Error::Locked`] if another user holds it; [`Error::NotAWal`] for a file or a foreign
+    /// directory; [`Error::Corrupt`] for damage recovery may not repair in the chosen
+    /// [`crate::RecoveryMode`]; [`Error::UnsupportedVersion`]; I/O errors.
+    pub fn open(dir: impl AsRef<Path>, opts: WalOptions) -> Result<Wal> {
+        let dir = dir.as_ref().to_path_buf();
+        let r = recover(&dir, &opts)?;
+        let seq = r.manifest.tail_seq;
+        let next = (!opts.read_only).then(|| {
+            preallocate::spawn(
+                opts.vfs.clone(),
+                dir.clone(),
+                r.manifest.next_seq,
+                opts.segment_size,
+                opts.zero_fill,
+            )
+        });
+        let writer = Writer {
+            file: r.tail_file,
+            path: r.state.active_path.clone(),
+            seq,
+            epoch: r.tail_epoch,
+            offset: r.write_offset,
+            capacity: r.capacity,
+            buf: Vec::new(),
+            written: 0,
+            base: r.manifest,
+            next: next.flatten(),
+        };
+        Ok(Wal {
+            dir,
+            state: RwLock::new(r.state),
+            writer: Mutex::new(writer),
+            sync: Mutex::new(SyncState {
+                durable: 0,
+                syncing: false,
+                durable_at: (seq, r.write_offset),
+            }),
+            synced: Condvar::new(),
+            poisoned: AtomicBool::new(false),
+            stats: Mutex::new(WalStats::default()),
+            report: r.report,
+            _lock: r.lock,
+            opts,
+        })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// What recovery found and did when this WAL was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.report
+    }
+
+    /// Counters since open.
+    pub fn stats(&self) -> WalStats {
+        *lock(&self.stats)
+    }
+
+    fn read_state(&self) -> RwLockReadGuard<'_, LogState> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_state(&self) -> RwLockWriteGuard<'_, LogState> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn poison(&self) {
+        self.poisoned.store(true, Ordering::SeqCst);
+        self.synced.notify_all();
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.opts.read_only {
+            return Err(Error::ReadOnly);
+        }
+        if self.poisoned.load(Ordering::SeqCst) {
+            return Err(Error::Poisoned);
+        }
+        Ok(())
+    }
+
+    fn sync_file(&self, file: &dyn VfsFile) -> std::io::Result<()> {
+        match self.opts.sync {
+            SyncMode::Data => file.sync_data(),
+            SyncMode::All => file.sync_all(),
+            SyncMode::None => Ok(()),
+        }
+    }
+
+    /// Writes a batch: validated, ordered after every earlier write, and readable as soon as
+    /// this returns — but **not yet durable**. Redeem the ticket with [`Wal::wait_durable`].
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use raftwal_wal::{LogEntry, LogStore, Wal, WalOptions, WriteBatch};
+    /// let wal = Wal::open(dir.path(), WalOptions::default().segment_size(1 << 20)).unwrap();
+    /// let mut b = WriteBatch::new();
+    /// b.append(LogEntry::new(1, 1, b"a".to_vec())).set_u64(b"vote", 2);
+    /// let t = wal.write(b).unwrap();
+    /// assert_eq!(wal.get_log(1).unwrap().data, b"a"); // readable at once
+    /// wal.wait_durable(t).unwrap();                      // durable now
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::OutOfOrder`], [`Error::InvalidRange`], [`Error::TooLarge`] (nothing written);
+    /// [`Error::Poisoned`] after an earlier failure; [`Error::ReadOnly`]; an I/O error, which
+    /// poisons the WAL.
+    pub fn write(&self, batch: WriteBatch) -> Result<Ticket> {
+        self.check_writable()?;
+        let mut w = lock(&self.writer);
+        self.check_writable()?;
+        let bounds = self.read_state().bounds;
+        let steps = plan(bounds, &batch)?;
+        let mut locs = self.encode(&mut w, &steps, &batch);
+        let len = w.buf.len() as u64;
+        if w.offset + len > w.capacity {
+            if w.offset > SEGMENT_HEADER_LEN {
+                self.rotate(&mut w).inspect_err(|_| self.poison())?;
+                locs = self.encode(&mut w, &steps, &batch);
+            }
+            let need = w.offset + w.buf.len() as u64;
+            if need > w.capacity {
+                // A batch larger than a segment: this segment grows to hold it.
+                w.file.set_len(need).map_err(|e| {
+                    self.poison();
+                    Error::io("extend segment", &w.path, e)
+                })?;
+                w.capacity = need;
+            }
+        }
+        let offset = w.offset;
+        if let Err(e) = w.file.write_all_at(&w.buf, offset) {
+            self.poison();
+            return Err(Error::io("write", &w.path, e));
+        }
+        w.offset += w.buf.len() as u64;
+        w.written += 1;
+        let ticket = Ticket(w.written);
+        {
+            let mut st = self.write_state();
+            for s in &steps {
+                st.apply_step(*s);
+            }
+            for (e, loc) in batch.entries.iter().zip(locs) {
+                // `plan` checked contiguity, so the active index accepts every entry.
+                if st.active.push(e.index, loc).is_err() {
+                    drop(st);
+                    self.poison();
+                    return Err(Error::Corrupt {
+                        path: w.path.clone(),
+                        offset,
+                        indexes: Some((e.index, e.index)),
+                        kind: CorruptKind::Structure("in-memory index out of step with the log"),
+                    });
+                }
+                st.bounds.next = e.index + 1;
+            }
+            for (k, v) in batch.stable {
+                st.stable.insert(k, v);
+            }
+        }
+        lock(&self.stats).writes += 1;
+        drop(w);
+        if self.opts.sync == SyncMode::None {
+            lock(&self.sync).durable = ticket.0;
+        }
+        Ok(ticket)
+    }
+
+    fn encode(&self, w: &mut Writer, steps: &[Step], batch: &WriteBatch) -> Vec<Loc> {
+        let durable_to = {
+            let s = lock(&self.sync);
+            if s.durable_at.0 == w.seq {
+                s.durable_at.1
+            } else {
+                SEGMENT_HEADER_LEN
+            }
+        };
+        let Writer {
+            buf, epoch, offset, ..
+        } = w;
+        writer::encode_batch(buf, *epoch, *offset, durable_to, steps, batch)
+    }
+
+    /// Seals the active segment and switches to the prepared next one. Called with the writer
+    /// lock held; on error the caller poisons the WAL.
+    fn rotate(&self, w: &mut Writer) -> Result<()> {
+        // 1. Everything written so far becomes durable.
+        self.sync_file(w.file.as_ref())
+            .map_err(|e| Error::io("fdatasync", &w.path, e))?;
+        {
+            let mut s = lock(&self.sync);
+            s.durable = s.durable.max(w.written);
+            s.durable_at = (w.seq, w.offset);
+        }
+        self.synced.notify_all();
+        // 2. The sealed segment's index.
+        let (active, bounds, stable, sealed_refs) = {
+            let st = self.read_state();
+            (
+                st.active.clone(),
+                st.bounds,
+                st.stable.clone(),
+                st.sealed.clone(),
+            )
+        };
+        let offsets: Vec<u64> = active.locs.iter().map(|l| l.offset).collect();
+        let idx_path = self.dir.join(index_name(w.seq));
+        let vfs = self.opts.vfs.as_ref();
+        write_index(vfs, &idx_path, w.seq, w.epoch, active.base, &offsets, w.offset)?;
+        let data = w.file.map().map_err(|e| Error::io("map", &w.path, e))?;
+        let sealed = Arc::new(Sealed::with_offsets(
+            w.seq,
+            w.epoch,
+            w.path.clone(),
+            data,
+            w.offset,
+            active.base,
+            offsets,
+        ));
+        // 3. The next segment.
+        let next = match w.next.take() {
+            Some(h) => h.join().unwrap_or_else(|_| {
+                Err(Error::Invalid("segment preparation thread panicked".into()))
+            })?,
+            None => preallocate::prepare(
+                vfs,
+                &self.dir,
+                w.base.next_seq,
+                self.opts.segment_size,
+                self.opts.zero_fill,
+            )?,
+        };
+        // 4. The manifest names the new tail; its base state is the state now.
+        let new_ref = active.end().map(|end| SealedRef {
+            seg: sealed.clone(),
+            lo: active.base,
+            hi: end,
+        });
+        let mut records: Vec<SegmentRecord> = sealed_refs
+            .iter()
+            .map(|s| SegmentRecord {
+                seq: s.seg.seq,
+                epoch: s.seg.epoch,
+                lo: s.lo,
+                hi: s.hi,
+                data_end: s.seg.data_end,
+            })
+            .collect();
+        if let Some(r) = &new_ref {
+            records.push(SegmentRecord {
+                seq: w.seq,
+                epoch: w.epoch,
+                lo: r.lo,
+                hi: r.hi,
+                data_end: w.offset,
+            });
+        }
+        let manifest = Manifest {
+            generation: w.base.generation + 1,
+            first: bounds.first,
+            next: bounds.next,
+            next_seq: next.seq + 1,
+            sealed: records,
+            tail_seq: next.seq,
+            tail_epoch: next.epoch,
+            stable,
+        };
+        manifest.write(vfs, &self.dir)?;
+        // 5. Readers switch over.
+        let dead = {
+            let mut st = self.write_state();
+            if let Some(r) = new_ref {
+                st.sealed.push(r);
+            } else {
+                st.dead.push(w.seq);
+            }
+            st.active = ActiveIndex::default();
+            st.active_file = next.file.clone();
+            st.active_path = next.path.clone();
+            st.active_epoch = next.epoch;
+            std::mem::take(&mut st.dead)
+        };
+        w.base = manifest;
+        w.file = next.file;
+        w.path = next.path;
+        w.seq = next.seq;
+        w.epoch = next.epoch;
+        w.offset = SEGMENT_HEADER_LEN;
+        w.capacity = next.capacity;
+        lock(&self.sync).durable_at = (w.seq, SEGMENT_HEADER_LEN);
+        self.remove_segments(&dead);
+        w.next = preallocate::spawn(
+            self.opts.vfs.clone(),
+            self.dir.clone(),
+            w.base.next_seq,
+            self.opts.segment_size,
+            self.opts.zero_fill,
+        );
+        lock(&self.stats).rotations += 1;
+        Ok(())
+    }
+
+    /// Removes the files of segments the durable manifest no longer names. Failures are only
+    /// logged: a leftover file is removed at the next open.
+    fn remove_segments(&self, seqs: &[u64]) {
+        for &seq in seqs {
+            for name in [crate::format::segment_name(seq), index_name(seq)] {
+                let p = self.dir.join(name);
+                if let Err(e) = self.opts.vfs.remove_file(&p) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!(file = %p.display(), error = %e, "could not remove segment file");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rewrites the manifest without segments that are no longer used, then removes their
+    /// files. Called with the writer lock held, after the batch that killed them is durable.
+    fn drop_dead_segments(&self, w: &mut Writer) -> Result<()> {
+        let dead = std::mem::take(&mut self.write_state().dead);
+        if dead.is_empty() {
+            return Ok(());
+        }
+        let mut m = w.base.clone();
+        m.generation += 1;
+        m.sealed.retain(|s| !dead.contains(&s.seq));
+        m.write(self.opts.vfs.as_ref(), &self.dir)?;
+        w.base = m;
+        self.remove_segments(&dead);
+        Ok(())
+    }
+
+    /// Waits until the write with this ticket (and so every earlier one) is durable. One
+    /// `fdatasync` covers every write made before it started; concurrent waiters share it, and
+    /// writes made while it runs are covered by the next one (group commit).
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] if a sync failed (the failing caller gets the I/O error itself);
+    /// [`Error::Invalid`] for a ticket this WAL never issued.
+    pub fn wait_durable(&self, ticket: Ticket) -> Result<()> {
+        let mut g = lock(&self.sync);
+        loop {
+            if g.durable >= ticket.0 {
+                return Ok(());
+            }
+            if self.poisoned.load(Ordering::SeqCst) {
+                return Err(Error::Poisoned);
+            }
+            if g.syncing {
+                g = self.synced.wait(g).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            g.syncing = true;
+            drop(g);
+            let (target, file, path, seq, offset) = {
+                let w = lock(&self.writer);
+                if ticket.0 > w.written {
+                    drop(w);
+                    lock(&self.sync).syncing = false;
+                    self.synced.notify_all();
+                    return Err(Error::Invalid(format!(
+                        "ticket {} was never issued (last write is {})",
+                        ticket.0,
+                        self.stats().writes
+                    )));
+                }
+                (w.written, w.file.clone(), w.path.clone(), w.seq, w.offset)
+            };
+            let r = self.sync_file(file.as_ref());
+            g = lock(&self.sync);
+            g.syncing = false;
+            match r {
+                Ok(()) => {
+                    g.durable = g.durable.max(target);
+                    if g.durable_at.0 == seq {
+                        g.durable_at.1 = g.durable_at.1.max(offset);
+                    }
+                    lock(&self.stats).syncs += 1;
+                    self.synced.notify_all();
+                }
+                Err(e) => {
+                    drop(g);
+                    self.poison();
+                    return Err(Error::io("fdatasync", path, e));
+                }
+            }
+        }
+    }
+
+    /// `write` then `wait_durable`.
+    fn commit(&self, batch: WriteBatch) -> Result<()> {
+        let t = self.write(batch)?;
+        self.wait_durable(t)
+    }
+
+    /// All stable keys and values.
+    pub fn stable_entries(&self) -> BTreeMap<Vec<u8>, Vec<u8>> {
+        self.read_state().stable.clone()
+    }
+
+    /// The live segments, oldest first.
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        let st = self.read_state();
+        let mut out: Vec<SegmentInfo> = st
+            .sealed
+            .iter()
+            .map(|s| SegmentInfo {
+                path: s.seg.path.clone(),
+                seq: s.seg.seq,
+                first: Some(s.lo.max(st.bounds.first)),
+                last: Some(s.hi - 1),
+                sealed: true,
+                data_end: s.seg.data_end,
+                file_size: (*s.seg.data).as_ref().len() as u64,
+            })
+            .collect();
+        let w = lock(&self.writer);
+        let live = st.active.end().filter(|_| !st.bounds.is_empty());
+        out.push(SegmentInfo {
+            path: w.path.clone(),
+            seq: w.seq,
+            first: live.map(|_| st.active.base.max(st.bounds.first)),
+            last: live.map(|e| e - 1),
+            sealed: false,
+            data_end: w.offset,
+            file_size: w.capacity,
+        });
+        out
+    }
+
+    /// Reads every live entry and checks its checksum, returning the number checked.
+    ///
+    /// # Errors
+    /// The first [`Error::Corrupt`] found.
+    pub fn verify(&self) -> Result<u64> {
+        let (first, last) = self.read_state().bounds.reported();
+        if last == 0 {
+            return Ok(0);
+        }
+        for i in first..=last {
+            self.get_log(i)?;
+        }
+        Ok(last - first + 1)
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        let next = lock(&self.writer).next.take();
+        if let Some(h) = next {
+            // Let the preparation finish so the next open does not race with it.
+            let _ = h.join();
+        }
+    }
+}
+
+impl LogStore for Wal {
+    fn first_index(&self) -> Result<u64> {
+        Ok(self.read_state().bounds.reported().0)
+    }
+
+    fn last_index(&self) -> Result<u64> {
+        Ok(self.read_state().bounds.reported().1)
+    }
+
+    fn get_log(&self, index: u64) -> Result<LogEntry> {
+        let location = self.read_state().locate(index)?;
+        match location {
+            Location::Sealed(seg) => seg.read(index),
+            Location::Active {
+                file,
+                path,
+                epoch,
+                loc,
+            } => {
+                let mut buf = vec![0u8; loc.size as usize];
+                file.read_exact_at(&mut buf, loc.offset)
+                    .map_err(|e| Error::io("read", &path, e))?;
+                let corrupt = |kind| Error::Corrupt {
+                    path: path.clone(),
+                    offset: loc.offset,
+                    indexes: Some((index, index)),
+                    kind,
+                };
+                let f = decode_frame(&buf, epoch).map_err(|e| corrupt(e.kind()))?;
+                reader::entry_from_frame(&f, index).map_err(corrupt)
+            }
+        }
+    }
+
+    fn get_logs(&self, lo: u64, hi: u64, max_bytes: u64) -> Result<Vec<LogEntry>> {
+        let b = self.read_state().bounds;
+        collect_range(b, lo, hi, max_bytes, |i| self.get_log(i))
+    }
+
+    fn store_logs(&self, entries: &[LogEntry]) -> Result<()> {
+        self.commit(WriteBatch::from_entries(entries.to_vec()))
+    }
+
+    fn delete_range(&self, min: u64, max: u64) -> Result<()> {
+        self.check_writable()?;
+        let bounds = self.read_state().bounds;
+        let Some(batch) = delete_batch(bounds, min, max)? else {
+            return Ok(());
+        };
+        self.commit(batch)?;
+        let mut w = lock(&self.writer);
+        self.check_writable()?;
+        self.drop_dead_segments(&mut w).inspect_err(|_| self.poison())
+    }
+}
+
+impl StableStore for Wal {
+    fn set(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        let mut b = WriteBatch::new();
+        b.set(key, value);
+        self.commit(b)
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.read_state().stable.get(key).cloned())
+    }
+}
