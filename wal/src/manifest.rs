@@ -58,12 +58,14 @@ struct Cursor<'a> {
 
 impl Cursor<'_> {
     fn take(&mut self, n: usize) -> Result<&[u8], CorruptKind> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.b.len()).ok_or(
-            CorruptKind::Truncated {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.b.len())
+            .ok_or(CorruptKind::Truncated {
                 needed: (self.pos as u64).saturating_add(n as u64),
                 available: self.b.len() as u64,
-            },
-        )?;
+            })?;
         let s = &self.b[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -296,7 +298,8 @@ mod tests {
             hi: 50,
             data_end: 4096,
         });
-        m.stable.insert(b"term".to_vec(), 7u64.to_le_bytes().to_vec());
+        m.stable
+            .insert(b"term".to_vec(), 7u64.to_le_bytes().to_vec());
         let b = m.encode();
         let p = Path::new("/x/MANIFEST");
         assert_eq!(Manifest::decode(&b, p).unwrap(), m);

@@ -45,6 +45,10 @@ pub struct WalOptions {
     /// written blocks and `fdatasync` never converts unwritten extents. `false` only sets the
     /// length (sparse), which is faster to create and slower to write.
     pub zero_fill: bool,
+    /// Prepare the next segment in a background thread (default `true`). `false` prepares it
+    /// on the writer's thread at rotation, which stalls that write; deterministic simulation
+    /// tests use it so that every file operation happens in a reproducible order.
+    pub background_prepare: bool,
     /// Open without modifying anything: no recovery truncation, no cleanup, writes refused.
     /// Still takes the directory lock.
     pub read_only: bool,
@@ -59,6 +63,7 @@ impl fmt::Debug for WalOptions {
             .field("sync", &self.sync)
             .field("recovery", &self.recovery)
             .field("zero_fill", &self.zero_fill)
+            .field("background_prepare", &self.background_prepare)
             .field("read_only", &self.read_only)
             .finish_non_exhaustive()
     }
@@ -71,6 +76,7 @@ impl Default for WalOptions {
             sync: SyncMode::Data,
             recovery: RecoveryMode::Strict,
             zero_fill: true,
+            background_prepare: true,
             read_only: false,
             vfs: Arc::new(StdVfs),
         }
@@ -101,6 +107,11 @@ impl WalOptions {
     /// Uses this file system.
     pub fn vfs(mut self, vfs: Arc<dyn Vfs>) -> Self {
         self.vfs = vfs;
+        self
+    }
+    /// Prepares segments in the background (or not).
+    pub fn background_prepare(mut self, yes: bool) -> Self {
+        self.background_prepare = yes;
         self
     }
     /// Zero-fills (or not) new segments.

@@ -32,7 +32,7 @@ use crate::format::{
 };
 use crate::manifest::Manifest;
 use crate::segment::{
-    decode_header, encode_index, preallocate, rebuild_index, reader, ActiveIndex, IndexHeader,
+    decode_header, encode_index, preallocate, reader, rebuild_index, ActiveIndex, IndexHeader,
     Sealed, SealedRef,
 };
 use crate::vfs::{FileKind, Mapped, OpenMode, Vfs, VfsFile};
@@ -94,7 +94,9 @@ fn is_ours(name: &str) -> bool {
 }
 
 fn map_file(vfs: &dyn Vfs, path: &Path, mode: OpenMode) -> Result<(Arc<dyn VfsFile>, Mapped)> {
-    let f = vfs.open(path, mode).map_err(|e| Error::io("open", path, e))?;
+    let f = vfs
+        .open(path, mode)
+        .map_err(|e| Error::io("open", path, e))?;
     let m = f.map().map_err(|e| Error::io("map", path, e))?;
     Ok((f, m))
 }
@@ -165,17 +167,35 @@ fn open_sealed(
         Err(e) => return Err(Error::io("open", &idx_path, e)),
     };
     let seg = match mapped_index {
-        Some((h, m)) => Sealed::with_index(rec.seq, rec.epoch, path.clone(), data, rec.data_end, h, m),
+        Some((h, m)) => {
+            Sealed::with_index(rec.seq, rec.epoch, path.clone(), data, rec.data_end, h, m)
+        }
         None => {
             tracing::warn!(index = %idx_path.display(), "index missing or damaged; rebuilding from frames");
             let idx = rebuild_index((*data).as_ref(), rec.epoch, rec.data_end)
                 .map_err(|(off, kind)| corrupt(&path, off, kind))?;
             let offsets: Vec<u64> = idx.locs.iter().map(|l| l.offset).collect();
             if !read_only {
-                write_index(vfs, &idx_path, rec.seq, rec.epoch, idx.base, &offsets, rec.data_end)?;
+                write_index(
+                    vfs,
+                    &idx_path,
+                    rec.seq,
+                    rec.epoch,
+                    idx.base,
+                    &offsets,
+                    rec.data_end,
+                )?;
             }
             report.rebuilt_indexes.push(idx_path);
-            Sealed::with_offsets(rec.seq, rec.epoch, path.clone(), data, rec.data_end, idx.base, offsets)
+            Sealed::with_offsets(
+                rec.seq,
+                rec.epoch,
+                path.clone(),
+                data,
+                rec.data_end,
+                idx.base,
+                offsets,
+            )
         }
     };
     if rec.lo < rec.hi && (rec.lo < seg.first || rec.hi > seg.first + seg.count) {
@@ -295,7 +315,12 @@ pub(crate) fn recover(dir: &Path, opts: &WalOptions) -> Result<Recovered> {
         None => {
             vfs.create_dir_all(dir)
                 .map_err(|e| Error::io("create directory", dir, e))?;
-            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            // create_dir_all may have created several levels: make each new entry durable.
+            for parent in dir
+                .ancestors()
+                .skip(1)
+                .filter(|p| !p.as_os_str().is_empty())
+            {
                 vfs.sync_dir(parent)
                     .map_err(|e| Error::io("fsync directory", parent, e))?;
             }
@@ -342,9 +367,13 @@ pub(crate) fn recover(dir: &Path, opts: &WalOptions) -> Result<Recovered> {
         None => {
             // Never initialised (or a crash before the first manifest): nothing was ever
             // acknowledged, so leftovers of ours can go.
-            for n in names.iter().filter(|n| parse_name(n).is_some() || *n == MANIFEST_TMP) {
+            for n in names
+                .iter()
+                .filter(|n| parse_name(n).is_some() || *n == MANIFEST_TMP)
+            {
                 let p = dir.join(n);
-                vfs.remove_file(&p).map_err(|e| Error::io("remove", &p, e))?;
+                vfs.remove_file(&p)
+                    .map_err(|e| Error::io("remove", &p, e))?;
                 report.removed_files.push(p);
             }
             create(vfs, dir, opts)?
@@ -382,9 +411,13 @@ pub(crate) fn recover(dir: &Path, opts: &WalOptions) -> Result<Recovered> {
         stable: manifest.stable.clone(),
         dead: Vec::new(),
     };
-    let end = reader::scan(data, epoch, SEGMENT_HEADER_LEN, data.len() as u64, |at, ops| {
-        replay_batch(&mut state, ops).map_err(|k| (at, k))
-    })
+    let end = reader::scan(
+        data,
+        epoch,
+        SEGMENT_HEADER_LEN,
+        data.len() as u64,
+        |at, ops| replay_batch(&mut state, ops).map_err(|k| (at, k)),
+    )
     .map_err(|(at, kind)| corrupt(&tail_path, at, kind))?;
 
     let committed_end = end.committed_end;
@@ -455,7 +488,8 @@ pub(crate) fn recover(dir: &Path, opts: &WalOptions) -> Result<Recovered> {
             };
             if stale {
                 let p = dir.join(&n);
-                vfs.remove_file(&p).map_err(|e| Error::io("remove", &p, e))?;
+                vfs.remove_file(&p)
+                    .map_err(|e| Error::io("remove", &p, e))?;
                 report.removed_files.push(p);
             }
         }

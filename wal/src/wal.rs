@@ -216,7 +216,7 @@ impl Wal {
         let dir = dir.as_ref().to_path_buf();
         let r = recover(&dir, &opts)?;
         let seq = r.manifest.tail_seq;
-        let next = (!opts.read_only).then(|| {
+        let next = (!opts.read_only && opts.background_prepare).then(|| {
             preallocate::spawn(
                 opts.vfs.clone(),
                 dir.clone(),
@@ -421,7 +421,15 @@ impl Wal {
         let offsets: Vec<u64> = active.locs.iter().map(|l| l.offset).collect();
         let idx_path = self.dir.join(index_name(w.seq));
         let vfs = self.opts.vfs.as_ref();
-        write_index(vfs, &idx_path, w.seq, w.epoch, active.base, &offsets, w.offset)?;
+        write_index(
+            vfs,
+            &idx_path,
+            w.seq,
+            w.epoch,
+            active.base,
+            &offsets,
+            w.offset,
+        )?;
         let data = w.file.map().map_err(|e| Error::io("map", &w.path, e))?;
         let sealed = Arc::new(Sealed::with_offsets(
             w.seq,
@@ -504,13 +512,15 @@ impl Wal {
         w.capacity = next.capacity;
         lock(&self.sync).durable_at = (w.seq, SEGMENT_HEADER_LEN);
         self.remove_segments(&dead);
-        w.next = preallocate::spawn(
-            self.opts.vfs.clone(),
-            self.dir.clone(),
-            w.base.next_seq,
-            self.opts.segment_size,
-            self.opts.zero_fill,
-        );
+        if self.opts.background_prepare {
+            w.next = preallocate::spawn(
+                self.opts.vfs.clone(),
+                self.dir.clone(),
+                w.base.next_seq,
+                self.opts.segment_size,
+                self.opts.zero_fill,
+            );
+        }
         lock(&self.stats).rotations += 1;
         Ok(())
     }
@@ -722,7 +732,8 @@ impl LogStore for Wal {
         self.commit(batch)?;
         let mut w = lock(&self.writer);
         self.check_writable()?;
-        self.drop_dead_segments(&mut w).inspect_err(|_| self.poison())
+        self.drop_dead_segments(&mut w)
+            .inspect_err(|_| self.poison())
     }
 }
 

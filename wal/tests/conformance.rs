@@ -16,7 +16,10 @@ fn suite<H: Harness>(h: &mut H) {
     // Empty log.
     let mut s = h.open();
     assert_eq!(bounds(&s), (0, 0), "{name}");
-    assert!(matches!(s.get_log(1), Err(Error::NotFound { .. })), "{name}");
+    assert!(
+        matches!(s.get_log(1), Err(Error::NotFound { .. })),
+        "{name}"
+    );
     assert!(s.get_logs(1, 1, 100).unwrap().is_empty());
     assert_eq!(s.get(b"term").unwrap(), None);
     assert_eq!(s.get_u64(b"term").unwrap(), None);
@@ -36,7 +39,10 @@ fn suite<H: Harness>(h: &mut H) {
     // Non-contiguous appends are refused and change nothing.
     assert!(matches!(
         s.store_logs(&entries(1002, 1003, 1, 1)),
-        Err(Error::OutOfOrder { expected: 1001, got: 1002 })
+        Err(Error::OutOfOrder {
+            expected: 1001,
+            got: 1002
+        })
     ));
     let mut gap = entries(1001, 1003, 1, 1);
     gap[1].index = 1005;
@@ -81,8 +87,14 @@ fn suite<H: Harness>(h: &mut H) {
     let some = s.get_logs(1001, 1300, 1000).unwrap();
     assert!(!some.is_empty() && some.len() < 299);
     assert!(some.iter().map(|e| e.payload_len()).sum::<u64>() <= 1000 || some.len() == 1);
-    assert!(matches!(s.get_logs(990, 1005, 10), Err(Error::NotFound { .. })));
-    assert!(matches!(s.get_logs(1290, 1301, 10), Err(Error::NotFound { .. })));
+    assert!(matches!(
+        s.get_logs(990, 1005, 10),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        s.get_logs(1290, 1301, 10),
+        Err(Error::NotFound { .. })
+    ));
 
     // Delete head.
     s.delete_range(1000, 1099).unwrap();
@@ -96,9 +108,18 @@ fn suite<H: Harness>(h: &mut H) {
     assert_eq!(bounds(&s), (1100, 1299));
 
     // Middle ranges, inverted ranges and ranges past the end are refused.
-    assert!(matches!(s.delete_range(1150, 1160), Err(Error::InvalidRange { .. })));
-    assert!(matches!(s.delete_range(1160, 1150), Err(Error::InvalidRange { .. })));
-    assert!(matches!(s.delete_range(1300, 1400), Err(Error::InvalidRange { .. })));
+    assert!(matches!(
+        s.delete_range(1150, 1160),
+        Err(Error::InvalidRange { .. })
+    ));
+    assert!(matches!(
+        s.delete_range(1160, 1150),
+        Err(Error::InvalidRange { .. })
+    ));
+    assert!(matches!(
+        s.delete_range(1300, 1400),
+        Err(Error::InvalidRange { .. })
+    ));
     assert_eq!(bounds(&s), (1100, 1299));
 
     // Delete tail, then re-append at the same indexes with a new term.
@@ -149,7 +170,11 @@ fn suite<H: Harness>(h: &mut H) {
     s.set(b"", b"empty key").unwrap();
     s.set(b"big", &vec![7u8; 100_000]).unwrap();
     s = h.reopen(s);
-    assert_eq!(s.get(b"term").unwrap().as_deref(), Some(&b"x"[..]), "{name}");
+    assert_eq!(
+        s.get(b"term").unwrap().as_deref(),
+        Some(&b"x"[..]),
+        "{name}"
+    );
     assert_eq!(s.get_u64(b"vote").unwrap(), Some(42));
     assert_eq!(s.get(b"").unwrap().as_deref(), Some(&b"empty key"[..]));
     assert_eq!(s.get(b"big").unwrap().unwrap().len(), 100_000);

@@ -16,7 +16,9 @@ use crate::vfs::Mapped;
 use crate::{Error, LogEntry, Result};
 
 pub use index::IndexHeader;
-pub(crate) use index::{decode_header, encode as encode_index, offset as index_offset, verify_body};
+pub(crate) use index::{
+    decode_header, encode as encode_index, offset as index_offset, verify_body,
+};
 
 /// Where a frame is: its offset and total size (header, payload, padding).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +67,8 @@ impl ActiveIndex {
         match step {
             Step::TruncateTail(k) => {
                 let keep = (k + 1).saturating_sub(self.base);
-                self.locs.truncate(usize::try_from(keep).unwrap_or(usize::MAX));
+                self.locs
+                    .truncate(usize::try_from(keep).unwrap_or(usize::MAX));
             }
             Step::Reset(_) => self.locs.clear(),
             Step::TruncateHead(k) => {
@@ -85,6 +88,10 @@ enum Offsets {
     Rebuilt(Vec<u64>),
 }
 
+/// The outcome of checking a sealed segment's index after a read went astray: `Ok(None)` the
+/// index is intact, `Ok(Some)` rebuilt offsets, `Err` damaged frames at an offset.
+type Repair = Result<Option<Vec<u64>>, (u64, CorruptKind)>;
+
 /// A sealed, immutable segment.
 pub(crate) struct Sealed {
     pub seq: u64,
@@ -99,7 +106,7 @@ pub(crate) struct Sealed {
     offsets: Offsets,
     /// Filled on the first read that finds an offset not leading to its frame: the verified or
     /// rebuilt offsets.
-    repaired: OnceLock<Result<Option<Vec<u64>>, (u64, CorruptKind)>>,
+    repaired: OnceLock<Repair>,
 }
 
 impl std::fmt::Debug for Sealed {
@@ -125,7 +132,9 @@ pub(crate) fn rebuild_index(
         for op in ops {
             match op {
                 reader::Op::Step(s) => idx.apply(*s),
-                reader::Op::Entry { index, loc, .. } => idx.push(*index, *loc).map_err(|k| (at, k))?,
+                reader::Op::Entry { index, loc, .. } => {
+                    idx.push(*index, *loc).map_err(|k| (at, k))?
+                }
                 reader::Op::Stable { .. } => {}
             }
         }
@@ -219,8 +228,8 @@ impl Sealed {
                 limit: end,
             });
         }
-        let f = decode_frame(&data[offset as usize..end as usize], self.epoch)
-            .map_err(|e| e.kind())?;
+        let f =
+            decode_frame(&data[offset as usize..end as usize], self.epoch).map_err(|e| e.kind())?;
         reader::entry_from_frame(&f, index)
     }
 
@@ -232,7 +241,9 @@ impl Sealed {
         let k = index - self.first;
         if let Some(Ok(Some(v))) = self.repaired.get() {
             let off = v[k as usize];
-            return self.decode_at(off, index).map_err(|e| self.corrupt(off, index, e));
+            return self
+                .decode_at(off, index)
+                .map_err(|e| self.corrupt(off, index, e));
         }
         let off = self.raw_offset(k);
         let first_err = match self.decode_at(off, index) {
@@ -243,7 +254,8 @@ impl Sealed {
         match repaired {
             Ok(Some(v)) => {
                 let off = v[k as usize];
-                self.decode_at(off, index).map_err(|e| self.corrupt(off, index, e))
+                self.decode_at(off, index)
+                    .map_err(|e| self.corrupt(off, index, e))
             }
             Ok(None) => Err(self.corrupt(off, index, first_err)),
             Err((at, kind)) => Err(self.corrupt(*at, index, kind.clone())),
@@ -252,7 +264,7 @@ impl Sealed {
 
     /// `Ok(None)`: the index is intact (the frame itself is damaged); `Ok(Some)`: rebuilt
     /// offsets; `Err`: the frames themselves are damaged.
-    fn verify_or_rebuild(&self) -> Result<Option<Vec<u64>>, (u64, CorruptKind)> {
+    fn verify_or_rebuild(&self) -> Repair {
         if let Offsets::Mapped(m) = &self.offsets {
             if verify_body((**m).as_ref(), self.count).is_ok() {
                 return Ok(None);

@@ -11,7 +11,9 @@ use super::Loc;
 /// Builds a [`LogEntry`] from a verified frame that should hold entry `index`.
 pub(crate) fn entry_from_frame(f: &Frame<'_>, index: u64) -> Result<LogEntry, CorruptKind> {
     if f.header.ftype != FrameType::Entry {
-        return Err(CorruptKind::Structure("index points at a frame that is not an entry"));
+        return Err(CorruptKind::Structure(
+            "index points at a frame that is not an entry",
+        ));
     }
     if f.header.a != index {
         return Err(CorruptKind::IndexGap {
@@ -26,8 +28,8 @@ pub(crate) fn entry_from_frame(f: &Frame<'_>, index: u64) -> Result<LogEntry, Co
             limit: f.payload.len() as u64,
         });
     }
-    let kind = EntryKind::from_u8(f.header.kind)
-        .ok_or(CorruptKind::Structure("unknown entry kind"))?;
+    let kind =
+        EntryKind::from_u8(f.header.kind).ok_or(CorruptKind::Structure("unknown entry kind"))?;
     Ok(LogEntry {
         index,
         term: f.header.b,
@@ -83,7 +85,7 @@ pub(crate) fn scan<'a, E>(
     let mut frames = 0u64;
     loop {
         if pos >= end {
-            let stop = (pos != batch_start || frames != 0).then(|| Stop {
+            let stop = (pos != batch_start || frames != 0).then_some(Stop {
                 committed_end: batch_start,
                 bad_offset: pos,
                 kind: CorruptKind::Truncated {

@@ -103,7 +103,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn eio(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::Other, format!("simulated EIO: {what}"))
+    io::Error::other(format!("simulated EIO: {what}"))
 }
 
 fn components(path: &Path) -> io::Result<Vec<String>> {
@@ -124,7 +124,10 @@ fn components(path: &Path) -> io::Result<Vec<String>> {
 }
 
 fn not_found(path: &Path) -> io::Error {
-    io::Error::new(io::ErrorKind::NotFound, format!("{}: not found", path.display()))
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{}: not found", path.display()),
+    )
 }
 
 impl State {
@@ -308,7 +311,10 @@ impl SimVfs {
                 let mut d = lock(&inode.data);
                 let o = offset as usize;
                 if o >= d.current.len() {
-                    return Err(io::Error::new(io::ErrorKind::InvalidInput, "offset past end"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "offset past end",
+                    ));
                 }
                 d.current[o] ^= mask;
                 if o < d.durable.len() {
@@ -344,7 +350,10 @@ impl SimVfs {
         let inode = match existing {
             Some(Node::File(i)) => i,
             Some(Node::Dir(_)) => {
-                return Err(io::Error::new(io::ErrorKind::IsADirectory, "is a directory"))
+                return Err(io::Error::new(
+                    io::ErrorKind::IsADirectory,
+                    "is a directory",
+                ))
             }
             None => Arc::new(Inode::default()),
         };
@@ -404,7 +413,10 @@ impl VfsFile for SimFile {
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
         let end = start.saturating_add(buf.len());
         if end > d.current.len() {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past end of file"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "read past end of file",
+            ));
         }
         buf.copy_from_slice(&d.current[start..end]);
         Ok(())
@@ -587,7 +599,10 @@ impl Vfs for SimVfs {
         let id = match s.current.get(&dir).and_then(|d| d.get(&name)) {
             Some(Node::Dir(id)) => *id,
             Some(Node::File(_)) => {
-                return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a directory"))
+                return Err(io::Error::new(
+                    io::ErrorKind::NotADirectory,
+                    "not a directory",
+                ))
             }
             None => return Err(not_found(path)),
         };
