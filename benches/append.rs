@@ -1,1 +1,2 @@
+//! Criterion benchmarks of the WAL (filled in next).
 fn main() {}
