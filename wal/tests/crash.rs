@@ -64,12 +64,10 @@ fn run(seed: u64, fault: Fault, background: bool) -> bool {
                 Err(e) => {
                     // The reopen itself hit the fault: crash and check below.
                     failed_error = Some(format!("reopen at step {step}: {e}"));
-                    wal = loop {
-                        h.vfs.crash(CrashPolicy::Random(seed));
-                        break h.try_open().unwrap_or_else(|e| {
-                            panic!("seed {seed}: reopen after crash failed: {e}")
-                        });
-                    };
+                    h.vfs.crash(CrashPolicy::Random(seed));
+                    wal = h
+                        .try_open()
+                        .unwrap_or_else(|e| panic!("seed {seed}: reopen after crash failed: {e}"));
                     break;
                 }
             }
@@ -168,7 +166,7 @@ fn enospc_poisons_and_loses_nothing_acknowledged() {
 /// Crash at every single file operation of one fixed workload, with each crash policy.
 #[test]
 fn crash_at_every_operation() {
-    let workload = |wal: &raftwal_wal::Wal, model: &MemStore| -> Result<(), (Op, Error)> {
+    let workload = |wal: &raftwal_wal::Wal, model: &MemStore| -> Result<(), Box<(Op, Error)>> {
         let mut rng = Rng(7);
         for _ in 0..30 {
             let op = random_op(
@@ -182,7 +180,7 @@ fn crash_at_every_operation() {
             match apply_wal(wal, &op) {
                 Ok(()) => apply_model(model, &op).unwrap(),
                 Err(Error::OutOfOrder { .. } | Error::InvalidRange { .. }) => {}
-                Err(e) => return Err((op, e)),
+                Err(e) => return Err(Box::new((op, e))),
             }
         }
         Ok(())
@@ -216,7 +214,8 @@ fn crash_at_every_operation() {
                 .try_open()
                 .unwrap_or_else(|e| panic!("crash at op {n} ({policy:?}): reopen failed: {e}"));
             let ok = same(&wal, &model)
-                || in_flight.as_ref().is_some_and(|(op, _)| {
+                || in_flight.as_ref().is_some_and(|b| {
+                    let op = &b.0;
                     let after = clone_model(&model);
                     apply_model(&after, op).is_ok() && same(&wal, &after)
                 });
