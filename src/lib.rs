@@ -14,6 +14,8 @@
 //! assert_eq!(wal.last_index().unwrap(), 1);
 //! ```
 
+pub mod bench;
+
 pub use raftwal_glue as glue;
 pub use raftwal_snapshot as snapshot;
 pub use raftwal_wal as wal;

@@ -1,0 +1,3 @@
+//! Benchmark building blocks shared by the criterion benches and `raftwal bench`.
+
+pub mod raw;
