@@ -1,0 +1,525 @@
+//! The file snapshot store: one directory per snapshot, committed by an atomic rename.
+
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use raftwal_wal::vfs::{FileKind, OpenMode, StdVfs, Vfs, VfsFile};
+
+use crate::meta::{new_id, now_nanos, MAX_META_LEN, META_VERSION};
+use crate::{Error, Result, SnapshotMeta, SnapshotSink, SnapshotStore};
+
+const DATA: &str = "data";
+const META: &str = "meta";
+const TMP: &str = ".tmp";
+const DEL: &str = ".del";
+const CHUNK: usize = 1 << 20;
+
+/// Snapshots in a directory, each committed crash-safely: written into `{id}.tmp/`, data and
+/// metadata `fsync`ed, the directory `fsync`ed, renamed to `{id}/`, and the parent `fsync`ed.
+/// Only then is it listed, and only then are snapshots beyond `retain` reaped, oldest first.
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use raftwal_snapshot::{FileSnapshotStore, SnapshotSink, SnapshotStore};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = FileSnapshotStore::open(dir.path(), 2).unwrap();
+/// let mut sink = store.create(10, 2, b"voters=1,2,3", 1).unwrap();
+/// sink.write_all(b"state machine bytes").unwrap();
+/// let meta = sink.commit().unwrap();
+///
+/// let (m, mut reader) = store.open(&meta.id).unwrap();
+/// let mut data = Vec::new();
+/// reader.read_to_end(&mut data).unwrap(); // the checksum is verified as it streams
+/// assert_eq!((m.index, data.as_slice()), (10, &b"state machine bytes"[..]));
+/// assert_eq!(store.list().unwrap()[0].id, meta.id);
+/// ```
+///
+/// Reading while reaping: a reader keeps its open file handle, and on Linux (and every Unix) an
+/// unlinked file stays readable through open handles, so a reaped snapshot being streamed to a
+/// follower is read to the end.
+#[derive(Debug, Clone)]
+pub struct FileSnapshotStore {
+    dir: PathBuf,
+    retain: usize,
+    vfs: Arc<dyn Vfs>,
+}
+
+impl FileSnapshotStore {
+    /// Opens (creating if needed) the store in `dir`, keeping the `retain` newest snapshots, and
+    /// removes temporaries left by a crash.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for `retain == 0` or a path that is a file; I/O errors (for example an
+    /// unwritable directory).
+    pub fn open(dir: impl AsRef<Path>, retain: usize) -> Result<Self> {
+        Self::open_with(dir, retain, Arc::new(StdVfs))
+    }
+
+    /// As [`FileSnapshotStore::open`], through the given file system (tests use
+    /// [`raftwal_wal::vfs::SimVfs`]).
+    ///
+    /// # Errors
+    /// As [`FileSnapshotStore::open`].
+    pub fn open_with(dir: impl AsRef<Path>, retain: usize, vfs: Arc<dyn Vfs>) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        if retain == 0 {
+            return Err(Error::Invalid("retain must be at least 1".into()));
+        }
+        match vfs.kind(&dir).map_err(|e| Error::io("stat", &dir, e))? {
+            Some(FileKind::File) => {
+                return Err(Error::Invalid(format!(
+                    "{} is a file, not a snapshot directory",
+                    dir.display()
+                )))
+            }
+            Some(FileKind::Dir) => {}
+            None => {
+                vfs.create_dir_all(&dir)
+                    .map_err(|e| Error::io("create directory", &dir, e))?;
+                for p in dir
+                    .ancestors()
+                    .skip(1)
+                    .filter(|p| !p.as_os_str().is_empty())
+                {
+                    vfs.sync_dir(p)
+                        .map_err(|e| Error::io("fsync directory", p, e))?;
+                }
+            }
+        }
+        let store = FileSnapshotStore { dir, retain, vfs };
+        let mut removed = false;
+        for name in store.names()? {
+            if name.ends_with(TMP) || name.ends_with(DEL) {
+                tracing::info!(dir = %name, "removing a snapshot left incomplete by a crash");
+                store.remove_tree(&store.dir.join(&name))?;
+                removed = true;
+            }
+        }
+        if removed {
+            store.sync_parent()?;
+        }
+        Ok(store)
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn names(&self) -> Result<Vec<String>> {
+        self.vfs
+            .list(&self.dir)
+            .map_err(|e| Error::io("list", &self.dir, e))
+    }
+
+    fn sync_parent(&self) -> Result<()> {
+        self.vfs
+            .sync_dir(&self.dir)
+            .map_err(|e| Error::io("fsync directory", &self.dir, e))
+    }
+
+    fn remove_tree(&self, dir: &Path) -> Result<()> {
+        let names = match self.vfs.list(dir) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io("list", dir, e)),
+        };
+        for n in names {
+            let p = dir.join(n);
+            self.vfs
+                .remove_file(&p)
+                .map_err(|e| Error::io("remove", &p, e))?;
+        }
+        self.vfs
+            .remove_dir(dir)
+            .map_err(|e| Error::io("remove directory", dir, e))
+    }
+
+    fn read_meta(&self, dir: &Path) -> Result<SnapshotMeta> {
+        let path = dir.join(META);
+        let f = self.vfs.open(&path, OpenMode::Read).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                Error::Corrupt {
+                    path: path.clone(),
+                    offset: 0,
+                    what: "metadata file missing".into(),
+                }
+            } else {
+                Error::io("open", &path, e)
+            }
+        })?;
+        let len = f.len().map_err(|e| Error::io("stat", &path, e))?;
+        if len > MAX_META_LEN {
+            return Err(Error::Corrupt {
+                path,
+                offset: 0,
+                what: format!("{len} bytes, at most {MAX_META_LEN} expected"),
+            });
+        }
+        let mut b = vec![0u8; len as usize];
+        f.read_exact_at(&mut b, 0)
+            .map_err(|e| Error::io("read", &path, e))?;
+        let m = SnapshotMeta::decode(&b, &path)?;
+        if dir.file_name().and_then(|n| n.to_str()) != Some(m.id.as_str()) {
+            return Err(Error::Corrupt {
+                path,
+                offset: 0,
+                what: format!("metadata names snapshot {:?}, not its directory", m.id),
+            });
+        }
+        Ok(m)
+    }
+
+    /// Committed snapshots, newest first, including ones with damaged metadata reported as
+    /// errors (for `verify` tools).
+    pub fn list_all(&self) -> Result<Vec<Result<SnapshotMeta>>> {
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        for name in self.names()? {
+            if name.ends_with(TMP) || name.ends_with(DEL) {
+                continue;
+            }
+            let p = self.dir.join(&name);
+            if self.vfs.kind(&p).ok().flatten() != Some(FileKind::Dir) {
+                continue;
+            }
+            match self.read_meta(&p) {
+                Ok(m) => good.push(m),
+                Err(e) => bad.push(Err(e)),
+            }
+        }
+        good.sort_by(SnapshotMeta::newest_first);
+        Ok(good.into_iter().map(Ok).chain(bad).collect())
+    }
+
+    /// Removes snapshots beyond `retain`, oldest first. Each is first renamed to `{id}.del` (an
+    /// atomic step: it leaves the listing at once), then its files are removed.
+    fn reap(&self) -> Result<()> {
+        let list = self.list()?;
+        for m in list.iter().skip(self.retain) {
+            let from = self.dir.join(&m.id);
+            let to = self.dir.join(format!("{}{DEL}", m.id));
+            self.vfs
+                .rename(&from, &to)
+                .map_err(|e| Error::io("rename", &from, e))?;
+            self.sync_parent()?;
+            self.remove_tree(&to)?;
+        }
+        Ok(())
+    }
+}
+
+impl SnapshotStore for FileSnapshotStore {
+    type Sink = FileSink;
+    type Reader = FileReader;
+
+    fn create(
+        &self,
+        index: u64,
+        term: u64,
+        configuration: &[u8],
+        configuration_index: u64,
+    ) -> Result<FileSink> {
+        let created = now_nanos();
+        let id = new_id(term, index, created);
+        let tmp = self.dir.join(format!("{id}{TMP}"));
+        self.vfs
+            .create_dir_all(&tmp)
+            .map_err(|e| Error::io("create directory", &tmp, e))?;
+        let path = tmp.join(DATA);
+        let file = self
+            .vfs
+            .open(&path, OpenMode::CreateNew)
+            .map_err(|e| Error::io("create", &path, e))?;
+        Ok(FileSink {
+            store: self.clone(),
+            tmp,
+            file: Some(file),
+            buf: Vec::with_capacity(CHUNK),
+            offset: 0,
+            crc: crc32fast::Hasher::new(),
+            meta: SnapshotMeta {
+                id,
+                index,
+                term,
+                configuration: configuration.to_vec(),
+                configuration_index,
+                size: 0,
+                checksum: 0,
+                version: META_VERSION,
+                created,
+            },
+            failed: false,
+        })
+    }
+
+    fn list(&self) -> Result<Vec<SnapshotMeta>> {
+        let mut out = Vec::new();
+        for r in self.list_all()? {
+            match r {
+                Ok(m) => out.push(m),
+                Err(e) => tracing::warn!(error = %e, "skipping a snapshot with damaged metadata"),
+            }
+        }
+        Ok(out)
+    }
+
+    fn open(&self, id: &str) -> Result<(SnapshotMeta, FileReader)> {
+        if id.is_empty() || id.contains('/') || id.ends_with(TMP) || id.ends_with(DEL) || id == ".."
+        {
+            return Err(Error::NotFound { id: id.into() });
+        }
+        let dir = self.dir.join(id);
+        if self.vfs.kind(&dir).ok().flatten() != Some(FileKind::Dir) {
+            return Err(Error::NotFound { id: id.into() });
+        }
+        let meta = self.read_meta(&dir)?;
+        let path = dir.join(DATA);
+        let file = self.vfs.open(&path, OpenMode::Read).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                Error::Corrupt {
+                    path: path.clone(),
+                    offset: 0,
+                    what: "data file missing".into(),
+                }
+            } else {
+                Error::io("open", &path, e)
+            }
+        })?;
+        let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
+        if len != meta.size {
+            return Err(Error::Corrupt {
+                path,
+                offset: len.min(meta.size),
+                what: format!("data is {len} bytes, the metadata says {}", meta.size),
+            });
+        }
+        Ok((
+            meta.clone(),
+            FileReader {
+                file,
+                path,
+                offset: 0,
+                size: meta.size,
+                expected: meta.checksum,
+                crc: crc32fast::Hasher::new(),
+                buf: Vec::new(),
+                pos: 0,
+            },
+        ))
+    }
+}
+
+/// A snapshot being written. `Write` streams into a temporary directory; [`SnapshotSink::commit`]
+/// makes it durable and visible; [`SnapshotSink::cancel`] or dropping it removes it.
+pub struct FileSink {
+    store: FileSnapshotStore,
+    tmp: PathBuf,
+    file: Option<Arc<dyn VfsFile>>,
+    buf: Vec<u8>,
+    offset: u64,
+    crc: crc32fast::Hasher,
+    meta: SnapshotMeta,
+    failed: bool,
+}
+
+impl std::fmt::Debug for FileSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileSink")
+            .field("tmp", &self.tmp)
+            .field("offset", &self.offset)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FileSink {
+    fn flush_buf(&mut self) -> io::Result<()> {
+        if self.failed {
+            return Err(io::Error::other("an earlier write to this snapshot failed"));
+        }
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let file = self
+            .file
+            .as_ref()
+            .ok_or_else(|| io::Error::other("snapshot sink already finished"))?;
+        if let Err(e) = file.write_all_at(&self.buf, self.offset) {
+            self.failed = true;
+            return Err(e);
+        }
+        self.offset += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<SnapshotMeta> {
+        let data = self.tmp.join(DATA);
+        self.flush_buf().map_err(|e| Error::io("write", &data, e))?;
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| Error::Invalid("snapshot sink already finished".into()))?;
+        file.sync_data()
+            .map_err(|e| Error::io("fdatasync", &data, e))?;
+        drop(file);
+        self.meta.size = self.offset;
+        self.meta.checksum = self.crc.clone().finalize();
+        let vfs = self.store.vfs.clone();
+        let meta_path = self.tmp.join(META);
+        let mf = vfs
+            .open(&meta_path, OpenMode::CreateNew)
+            .map_err(|e| Error::io("create", &meta_path, e))?;
+        mf.write_all_at(&self.meta.encode(), 0)
+            .map_err(|e| Error::io("write", &meta_path, e))?;
+        mf.sync_data()
+            .map_err(|e| Error::io("fdatasync", &meta_path, e))?;
+        vfs.sync_dir(&self.tmp)
+            .map_err(|e| Error::io("fsync directory", &self.tmp, e))?;
+        let dst = self.store.dir.join(&self.meta.id);
+        vfs.rename(&self.tmp, &dst)
+            .map_err(|e| Error::io("rename", &self.tmp, e))?;
+        self.store.sync_parent()?;
+        self.tmp = dst;
+        Ok(self.meta.clone())
+    }
+
+    fn discard(&mut self) -> Result<()> {
+        self.file = None;
+        let r = self.store.remove_tree(&self.tmp);
+        self.tmp = PathBuf::new();
+        r
+    }
+}
+
+impl Write for FileSink {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.failed {
+            return Err(io::Error::other("an earlier write to this snapshot failed"));
+        }
+        self.crc.update(data);
+        let mut rest = data;
+        while !rest.is_empty() {
+            let n = (CHUNK - self.buf.len()).min(rest.len());
+            self.buf.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            if self.buf.len() == CHUNK {
+                self.flush_buf()?;
+            }
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.flush_buf()
+    }
+}
+
+impl SnapshotSink for FileSink {
+    fn id(&self) -> &str {
+        &self.meta.id
+    }
+
+    fn commit(mut self) -> Result<SnapshotMeta> {
+        match self.finish() {
+            Ok(m) => {
+                self.tmp = PathBuf::new(); // committed: Drop must not remove it
+                                           // The snapshot is durable whatever happens now; a failed reap only delays
+                                           // reclaiming space (it is retried after the next commit).
+                if let Err(e) = self.store.reap() {
+                    tracing::warn!(error = %e, "could not reap old snapshots");
+                }
+                Ok(m)
+            }
+            Err(e) => {
+                if let Err(e2) = self.discard() {
+                    tracing::warn!(error = %e2, "could not remove a failed snapshot's temporary");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn cancel(mut self) -> Result<()> {
+        self.discard()
+    }
+}
+
+impl Drop for FileSink {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            if let Err(e) = self.discard() {
+                tracing::warn!(error = %e, "could not remove an abandoned snapshot's temporary");
+            }
+        }
+    }
+}
+
+/// Streams a snapshot's data, verifying its checksum: a mismatch is an
+/// [`io::ErrorKind::InvalidData`] error no later than the end of the stream.
+pub struct FileReader {
+    file: Arc<dyn VfsFile>,
+    path: PathBuf,
+    offset: u64,
+    size: u64,
+    expected: u32,
+    crc: crc32fast::Hasher,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl std::fmt::Debug for FileReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileReader")
+            .field("path", &self.path)
+            .field("offset", &self.offset)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Read for FileReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.buf.len() {
+            if self.offset == self.size {
+                return Ok(0);
+            }
+            let n = (self.size - self.offset).min(CHUNK as u64) as usize;
+            self.buf.resize(n, 0);
+            self.file
+                .read_exact_at(&mut self.buf, self.offset)
+                .map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("{} at offset {}: {e}", self.path.display(), self.offset),
+                    )
+                })?;
+            self.crc.update(&self.buf);
+            self.offset += n as u64;
+            self.pos = 0;
+            if self.offset == self.size {
+                let actual = self.crc.clone().finalize();
+                if actual != self.expected {
+                    self.buf.clear();
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        Error::Corrupt {
+                            path: self.path.clone(),
+                            offset: 0,
+                            what: format!(
+                                "data checksum mismatch: stored {:#010x}, computed {actual:#010x}",
+                                self.expected
+                            ),
+                        },
+                    ));
+                }
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
