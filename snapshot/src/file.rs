@@ -174,6 +174,9 @@ impl FileSnapshotStore {
 
     /// Committed snapshots, newest first, including ones with damaged metadata reported as
     /// errors (for `verify` tools).
+    ///
+    /// # Errors
+    /// I/O errors listing the directory.
     pub fn list_all(&self) -> Result<Vec<Result<SnapshotMeta>>> {
         let mut good = Vec::new();
         let mut bad = Vec::new();
