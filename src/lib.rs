@@ -15,6 +15,7 @@
 //! ```
 
 pub mod bench;
+pub mod tools;
 
 pub use raftwal_glue as glue;
 pub use raftwal_snapshot as snapshot;

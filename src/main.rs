@@ -1,46 +1,223 @@
-//! The `raftwal` command line.
-//!
-//! Until the benchmark lands, `raftwal bench` runs the WAL's quick self-check: it appends,
-//! reopens and verifies a small log in a temporary directory and reports what it measured.
+//! The `raftwal` command line: `bench` (the fsync-throughput benchmark), `inspect`, `verify`,
+//! `dump`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::Duration;
 
-use raftwal::wal::{LogEntry, LogStore, Wal, WalOptions};
+use clap::{Parser, Subcommand, ValueEnum};
+use raftwal::bench;
+use raftwal::wal::SyncMode;
 
-fn self_check() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let opts = || WalOptions::default().segment_size(4 << 20);
-    let wal = Wal::open(dir.path(), opts())?;
-    let n = 2_000u64;
-    let start = Instant::now();
-    for i in 1..=n {
-        wal.store_logs(&[LogEntry::new(i, 1, vec![i as u8; 256])])?;
-    }
-    let secs = start.elapsed().as_secs_f64();
-    drop(wal);
-    let wal = Wal::open(dir.path(), opts())?;
-    let checked = wal.verify()?;
-    println!(
-        "self-check: {n} durable single-entry appends of 256 B in {secs:.2} s ({:.0}/s); reopened and verified {checked} entries",
-        n as f64 / secs
-    );
-    Ok(())
+#[derive(Parser)]
+#[command(
+    name = "raftwal",
+    version,
+    about = "A durable WAL storage engine for Raft: benchmark and tools"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Clone, Copy, ValueEnum, Debug)]
+enum SyncArg {
+    Fdatasync,
+    Fsync,
+    None,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Measure the engine against the raw disk, in the same run (≈1 minute by default).
+    Bench {
+        /// Directory to run in (a temporary directory is made inside; default: the current one).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// ≈15 s preset.
+        #[arg(long, conflicts_with = "full")]
+        quick: bool,
+        /// Longer phases and a 1 GiB log for open time.
+        #[arg(long)]
+        full: bool,
+        /// Payload bytes per entry.
+        #[arg(long, default_value_t = 256)]
+        entry_size: usize,
+        /// Upper bound on operations per phase.
+        #[arg(long, default_value_t = 10_000_000)]
+        entries: u64,
+        /// Concurrent appender counts, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+        threads: Vec<usize>,
+        /// WAL segment size in bytes.
+        #[arg(long, default_value_t = 64 << 20)]
+        segment_size: u64,
+        /// How the WAL syncs (`none` is unsafe and only for comparison).
+        #[arg(long, value_enum, default_value = "fdatasync")]
+        sync: SyncArg,
+        /// Seconds per phase (overrides the preset).
+        #[arg(long)]
+        phase_secs: Option<f64>,
+        /// Write every figure and the machine description as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// No progress bars.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Show segments, ranges, sizes, stable keys and snapshots.
+    Inspect {
+        /// The WAL directory.
+        dir: PathBuf,
+        /// A snapshot directory to list too.
+        #[arg(long)]
+        snapshots: Option<PathBuf>,
+    },
+    /// Check every checksum without modifying anything; non-zero exit on any problem.
+    Verify {
+        /// The WAL directory.
+        dir: PathBuf,
+        /// A snapshot directory to verify too.
+        #[arg(long)]
+        snapshots: Option<PathBuf>,
+        /// Report every problem, not just the first.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Print entries.
+    Dump {
+        /// The WAL directory.
+        dir: PathBuf,
+        /// First index (default: the first).
+        #[arg(long)]
+        from: Option<u64>,
+        /// Last index, inclusive (default: the last).
+        #[arg(long)]
+        to: Option<u64>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Text,
+    Json,
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("bench") | None => match self_check() {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("raftwal: {e}");
+    let cli = Cli::parse();
+    let mut out = std::io::stdout().lock();
+    let result = match cli.cmd.unwrap_or(Cmd::Bench {
+        dir: None,
+        quick: false,
+        full: false,
+        entry_size: 256,
+        entries: 10_000_000,
+        threads: vec![1, 2, 4, 8],
+        segment_size: 64 << 20,
+        sync: SyncArg::Fdatasync,
+        phase_secs: None,
+        json: None,
+        no_progress: false,
+    }) {
+        Cmd::Bench {
+            dir,
+            quick,
+            full,
+            entry_size,
+            entries,
+            threads,
+            segment_size,
+            sync,
+            phase_secs,
+            json,
+            no_progress,
+        } => (|| -> Result<ExitCode, Box<dyn std::error::Error + Send + Sync>> {
+            let dir = match dir {
+                Some(d) => d,
+                None => std::env::current_dir()?,
+            };
+            bench::check_dir(&dir)?;
+            if threads.is_empty() || threads.contains(&0) {
+                return Err("--threads needs positive counts".into());
+            }
+            let (phase, log_bytes, snapshot_bytes) = match (quick, full) {
+                (true, _) => (0.6, 64u64 << 20, 64u64 << 20),
+                (_, true) => (8.0, 1 << 30, 256 << 20),
+                _ => (2.5, 256 << 20, 256 << 20),
+            };
+            let phase = phase_secs.unwrap_or(phase);
+            if !(phase > 0.0 && phase < 3600.0) {
+                return Err("--phase-secs must be between 0 and 3600".into());
+            }
+            let cfg = bench::Config {
+                dir,
+                phase: Duration::from_secs_f64(phase),
+                entry_size,
+                max_ops: entries.max(1),
+                threads,
+                segment_size,
+                sync: match sync {
+                    SyncArg::Fdatasync => SyncMode::Data,
+                    SyncArg::Fsync => SyncMode::All,
+                    SyncArg::None => SyncMode::None,
+                },
+                log_bytes: if phase_secs.is_some() && quick {
+                    log_bytes.min(16 << 20)
+                } else {
+                    log_bytes
+                },
+                snapshot_bytes: if phase_secs.is_some() && quick {
+                    snapshot_bytes.min(16 << 20)
+                } else {
+                    snapshot_bytes
+                },
+                progress: !no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            };
+            eprintln!(
+                "raftwal bench: ≈{:.0} s in a temporary directory under {}",
+                phase * (13.0 + cfg.threads.len() as f64) + 3.0,
+                cfg.dir.display()
+            );
+            let rep = bench::run(&cfg)?;
+            use std::io::Write;
+            write!(out, "{}", bench::table(&rep))?;
+            if let Some(p) = json {
+                std::fs::write(&p, serde_json::to_string_pretty(&rep)?)
+                    .map_err(|e| format!("{}: {e}", p.display()))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        })(),
+        Cmd::Inspect { dir, snapshots } => {
+            raftwal::tools::inspect(&dir, snapshots.as_deref(), &mut out)
+                .map(|()| ExitCode::SUCCESS)
+        }
+        Cmd::Verify {
+            dir,
+            snapshots,
+            all,
+        } => raftwal::tools::verify(&dir, snapshots.as_deref(), all, &mut out).map(|n| {
+            if n == 0 {
+                ExitCode::SUCCESS
+            } else {
                 ExitCode::FAILURE
             }
-        },
-        Some(other) => {
-            eprintln!("raftwal: unknown command {other:?} (available: bench)");
-            ExitCode::from(2)
+        }),
+        Cmd::Dump {
+            dir,
+            from,
+            to,
+            format,
+        } => raftwal::tools::dump(&dir, from, to, matches!(format, Format::Json), &mut out)
+            .map(|()| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("raftwal: {e}");
+            ExitCode::FAILURE
         }
     }
 }

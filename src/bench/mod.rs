@@ -1,3 +1,684 @@
-//! Benchmark building blocks shared by the criterion benches and `raftwal bench`.
+//! `raftwal bench`: the engine measured against the raw disk, in the same run.
+//!
+//! Every phase runs for a fixed time. The disk is measured first (one positional write plus
+//! `fdatasync` per record into a preallocated, zero-filled file, and sequential write+fdatasync
+//! bandwidth); each engine figure is then reported with its ratio to the matching limit.
+// The raw-disk baselines deliberately bypass the Vfs: they are what the engine is measured
+// against.
+#![allow(clippy::disallowed_methods)]
 
+pub mod machine;
 pub mod raw;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use raftwal_snapshot::{FileSnapshotStore, SnapshotSink, SnapshotStore};
+use raftwal_wal::{LogEntry, LogStore, SyncMode, Wal, WalOptions, WriteBatch};
+use serde::Serialize;
+
+use self::raw::{files_in, read_files, RawFile};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// A temporary directory is made inside this one.
+    pub dir: PathBuf,
+    /// Time per phase.
+    pub phase: Duration,
+    /// Payload bytes per entry.
+    pub entry_size: usize,
+    /// Upper bound on operations per phase.
+    pub max_ops: u64,
+    /// Concurrent appender counts to run.
+    pub threads: Vec<usize>,
+    /// WAL segment size.
+    pub segment_size: u64,
+    /// How the WAL syncs.
+    pub sync: SyncMode,
+    /// Size of the log built for the read and open phases.
+    pub log_bytes: u64,
+    /// Size of the snapshot written and read.
+    pub snapshot_bytes: u64,
+    /// Show progress bars.
+    pub progress: bool,
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Row {
+    /// Workload group (`disk`, `append`, `concurrent`, `read`, `open`, `snapshot`).
+    pub group: String,
+    /// Workload name.
+    pub name: String,
+    /// Operations (calls) made.
+    pub ops: u64,
+    /// Entries written or read.
+    pub entries: u64,
+    /// Payload bytes.
+    pub bytes: u64,
+    /// Wall time.
+    pub seconds: f64,
+    /// Entries per second.
+    pub entries_per_sec: f64,
+    /// Payload MB (10^6 bytes) per second.
+    pub mb_per_sec: f64,
+    /// Per-operation latency percentiles, microseconds.
+    pub p50_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+    /// 99.9th percentile.
+    pub p999_us: f64,
+    /// Maximum.
+    pub max_us: f64,
+    /// fsyncs issued by the engine (group-commit rows).
+    pub fsyncs: Option<u64>,
+    /// fsyncs per second.
+    pub fsyncs_per_sec: Option<f64>,
+    /// Entries made durable per fsync.
+    pub entries_per_fsync: Option<f64>,
+    /// The row this one is compared with.
+    pub baseline: Option<String>,
+    /// This row's throughput divided by the baseline's (for `open`: time divided by time).
+    pub ratio: Option<f64>,
+}
+
+/// The whole report, as written by `--json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// raftwal version.
+    pub version: String,
+    /// Seconds since the Unix epoch when the run started.
+    pub started_unix: u64,
+    /// The machine and file system.
+    pub machine: machine::Machine,
+    /// The configuration, as text.
+    pub config: String,
+    /// The measurements.
+    pub rows: Vec<Row>,
+    /// Total wall time.
+    pub total_seconds: f64,
+}
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+struct Hist(Histogram<u64>);
+
+impl Hist {
+    fn new() -> Self {
+        // 1 ns .. 100 s, 3 significant digits; cannot fail with these bounds.
+        Hist(
+            Histogram::new_with_bounds(1, 100_000_000_000, 3)
+                .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable_hist())),
+        )
+    }
+    fn record(&mut self, d: Duration) {
+        let _ = self.0.record((d.as_nanos() as u64).max(1));
+    }
+    fn fill(&self, r: &mut Row) {
+        let us = |v: u64| v as f64 / 1000.0;
+        if self.0.is_empty() {
+            return;
+        }
+        r.p50_us = us(self.0.value_at_quantile(0.5));
+        r.p99_us = us(self.0.value_at_quantile(0.99));
+        r.p999_us = us(self.0.value_at_quantile(0.999));
+        r.max_us = us(self.0.max());
+    }
+}
+
+fn unreachable_hist() -> Histogram<u64> {
+    // Histogram::new(3) only fails for sigfig > 5; keep the type total without panicking.
+    Histogram::new_with_max(u64::MAX / 2, 2).unwrap_or_else(|_| unreachable_hist())
+}
+
+fn row(group: &str, name: &str, ops: u64, entries: u64, bytes: u64, secs: f64, h: &Hist) -> Row {
+    let mut r = Row {
+        group: group.into(),
+        name: name.into(),
+        ops,
+        entries,
+        bytes,
+        seconds: secs,
+        entries_per_sec: entries as f64 / secs.max(1e-9),
+        mb_per_sec: bytes as f64 / 1e6 / secs.max(1e-9),
+        ..Row::default()
+    };
+    h.fill(&mut r);
+    r
+}
+
+struct Runner<'a> {
+    cfg: &'a Config,
+    rows: Vec<Row>,
+    bar: Option<indicatif::ProgressBar>,
+    phases_left: usize,
+}
+
+impl Runner<'_> {
+    fn phase(&mut self, name: &str) {
+        self.phases_left = self.phases_left.saturating_sub(1);
+        if let Some(b) = &self.bar {
+            b.set_message(format!(
+                "{name} (≈{}s left)",
+                self.phases_left as u64 * self.cfg.phase.as_secs().max(1)
+            ));
+            b.inc(1);
+        }
+    }
+
+    /// Runs `op` repeatedly for the phase time (or `max_ops`), recording each call's latency.
+    fn timed(&self, mut op: impl FnMut() -> Result<(), Error>) -> Result<(u64, f64, Hist), Error> {
+        let mut h = Hist::new();
+        let start = Instant::now();
+        let mut ops = 0;
+        while ops < self.cfg.max_ops && start.elapsed() < self.cfg.phase {
+            let t = Instant::now();
+            op()?;
+            h.record(t.elapsed());
+            ops += 1;
+        }
+        Ok((ops, start.elapsed().as_secs_f64(), h))
+    }
+
+    fn find(&self, name: &str) -> Option<&Row> {
+        self.rows.iter().find(|r| r.name == name)
+    }
+
+    fn compare(&self, mut r: Row, baseline: &str) -> Row {
+        if let Some(b) = self.find(baseline) {
+            let base = if b.mb_per_sec > 0.0 && r.group != "concurrent" && r.group != "append" {
+                r.mb_per_sec / b.mb_per_sec
+            } else {
+                (r.ops as f64 / r.seconds) / (b.ops as f64 / b.seconds)
+            };
+            r.baseline = Some(baseline.into());
+            r.ratio = Some(base);
+        }
+        r
+    }
+}
+
+fn opts(cfg: &Config) -> WalOptions {
+    WalOptions::default()
+        .segment_size(cfg.segment_size)
+        .sync(cfg.sync)
+}
+
+fn entries(next: &mut u64, n: u64, size: usize) -> Vec<LogEntry> {
+    let v = (*next..*next + n)
+        .map(|i| LogEntry::new(i, 1, vec![(i % 251) as u8; size]))
+        .collect();
+    *next += n;
+    v
+}
+
+/// The bytes one batch of `n` entries of `size` occupies in the WAL (frames and commit record),
+/// which the raw reference writes too.
+fn record_bytes(n: u64, size: usize) -> usize {
+    n as usize * (32 + size.div_ceil(8) * 8) + 32
+}
+
+/// Runs the whole benchmark.
+///
+/// # Errors
+/// Any I/O or engine error.
+pub fn run(cfg: &Config) -> Result<Report, Error> {
+    let started = Instant::now();
+    let tmp = tempfile::Builder::new()
+        .prefix("raftwal-bench-")
+        .tempdir_in(&cfg.dir)?;
+    let root = tmp.path();
+    let threads = cfg.threads.len();
+    let total_phases = 4 + 3 + threads + 2 + 3 + 1 + 2;
+    let bar = cfg.progress.then(|| {
+        let b = indicatif::ProgressBar::new(total_phases as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    });
+    let mut r = Runner {
+        cfg,
+        rows: Vec::new(),
+        bar,
+        phases_left: total_phases,
+    };
+    let e = cfg.entry_size;
+
+    // 1. The disk.
+    let mut raw = RawFile::create(&root.join("raw"), 256 << 20)?;
+    for n in [1u64, 16, 256] {
+        let name = format!("raw fdatasync {}B", record_bytes(n, e));
+        r.phase(&name);
+        let buf = vec![0x5a; record_bytes(n, e)];
+        let (ops, secs, h) = r.timed(|| raw.write_sync(&buf).map(drop).map_err(Into::into))?;
+        r.rows.push(row(
+            "disk",
+            &name,
+            ops,
+            ops * n,
+            ops * buf.len() as u64,
+            secs,
+            &h,
+        ));
+    }
+    r.phase("raw write+fdatasync 1MiB");
+    let mb = vec![0x5a; 1 << 20];
+    let (ops, secs, h) = r.timed(|| raw.write_sync(&mb).map(drop).map_err(Into::into))?;
+    r.rows.push(row(
+        "disk",
+        "raw write+fdatasync 1MiB",
+        ops,
+        ops,
+        ops << 20,
+        secs,
+        &h,
+    ));
+    drop(raw);
+
+    // 2. Durable appends.
+    for n in [1u64, 16, 256] {
+        let name = format!("append batch={n}");
+        r.phase(&name);
+        let dir = root.join(format!("append-{n}"));
+        let wal = Wal::open(&dir, opts(cfg))?;
+        let mut next = 1;
+        let (ops, secs, h) = r.timed(|| {
+            wal.store_logs(&entries(&mut next, n, e))
+                .map_err(Into::into)
+        })?;
+        let mut row = row("append", &name, ops, ops * n, ops * n * e as u64, secs, &h);
+        let s = wal.stats();
+        row.fsyncs = Some(s.syncs);
+        row.fsyncs_per_sec = Some(s.syncs as f64 / secs);
+        row.entries_per_fsync = Some(ops as f64 * n as f64 / s.syncs.max(1) as f64);
+        let base = format!("raw fdatasync {}B", record_bytes(n, e));
+        r.rows.push(r.compare(row, &base));
+        drop(wal);
+        std::fs::remove_dir_all(&dir)?;
+    }
+
+    // 3. Concurrent appenders sharing fsyncs.
+    for &t in &cfg.threads {
+        let name = format!("concurrent appenders={t}");
+        r.phase(&name);
+        let dir = root.join(format!("conc-{t}"));
+        let wal = Arc::new(Wal::open(&dir, opts(cfg))?);
+        let next = Arc::new(Mutex::new(1u64));
+        let stop = Arc::new(AtomicBool::new(false));
+        let start = Instant::now();
+        let workers: Vec<_> = (0..t)
+            .map(|_| {
+                let (wal, next, stop) = (wal.clone(), next.clone(), stop.clone());
+                std::thread::spawn(move || -> Result<(u64, Hist), Error> {
+                    let mut h = Hist::new();
+                    let mut n = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let t0 = Instant::now();
+                        let ticket = {
+                            let mut g = next.lock().map_err(|_| "lock poisoned")?;
+                            wal.write(WriteBatch::from_entries(entries(&mut g, 1, e)))?
+                        };
+                        wal.wait_durable(ticket)?;
+                        h.record(t0.elapsed());
+                        n += 1;
+                    }
+                    Ok((n, h))
+                })
+            })
+            .collect();
+        std::thread::sleep(cfg.phase);
+        stop.store(true, Ordering::Relaxed);
+        let mut total = 0;
+        let mut hist = Hist::new();
+        for w in workers {
+            let (n, h) = w.join().map_err(|_| "appender thread panicked")??;
+            total += n;
+            let _ = hist.0.add(&h.0);
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let mut row = row(
+            "concurrent",
+            &name,
+            total,
+            total,
+            total * e as u64,
+            secs,
+            &hist,
+        );
+        let s = wal.stats();
+        row.fsyncs = Some(s.syncs);
+        row.fsyncs_per_sec = Some(s.syncs as f64 / secs);
+        row.entries_per_fsync = Some(total as f64 / s.syncs.max(1) as f64);
+        let base = if t == 1 {
+            format!("raw fdatasync {}B", record_bytes(1, e))
+        } else {
+            "concurrent appenders=1".to_string()
+        };
+        r.rows.push(r.compare(row, &base));
+        drop(wal);
+        std::fs::remove_dir_all(&dir)?;
+    }
+
+    // 4. The pipelined single writer: `write` without waiting; another thread waits.
+    r.phase("pipelined writer");
+    {
+        let dir = root.join("pipelined");
+        let wal = Arc::new(Wal::open(&dir, opts(cfg))?);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<raftwal_wal::Ticket>(256);
+        let waiter = {
+            let wal = wal.clone();
+            std::thread::spawn(move || -> Result<(), raftwal_wal::Error> {
+                while let Ok(mut t) = rx.recv() {
+                    while let Ok(newer) = rx.try_recv() {
+                        t = newer;
+                    }
+                    wal.wait_durable(t)?;
+                }
+                Ok(())
+            })
+        };
+        let mut next = 1;
+        let (ops, _, h) = r.timed(|| {
+            let t = wal.write(WriteBatch::from_entries(entries(&mut next, 1, e)))?;
+            tx.send(t).map_err(|_| "waiter stopped")?;
+            Ok(())
+        })?;
+        drop(tx);
+        waiter.join().map_err(|_| "waiter panicked")??;
+        let secs = r.cfg.phase.as_secs_f64().min(ops as f64 * 1e9); // phase time incl. drain
+        let mut row = row(
+            "concurrent",
+            "pipelined writer",
+            ops,
+            ops,
+            ops * e as u64,
+            secs,
+            &h,
+        );
+        let s = wal.stats();
+        row.fsyncs = Some(s.syncs);
+        row.fsyncs_per_sec = Some(s.syncs as f64 / secs);
+        row.entries_per_fsync = Some(ops as f64 / s.syncs.max(1) as f64);
+        let base = format!("raw fdatasync {}B", record_bytes(1, e));
+        r.rows.push(r.compare(row, &base));
+        drop(wal);
+        std::fs::remove_dir_all(&dir)?;
+    }
+
+    // 5. 1 MiB batches.
+    r.phase("append 1MiB batches");
+    {
+        let dir = root.join("big");
+        let wal = Wal::open(&dir, opts(cfg))?;
+        let mut next = 1;
+        let (ops, secs, h) = r.timed(|| {
+            wal.store_logs(&entries(&mut next, 1, 1 << 20))
+                .map_err(Into::into)
+        })?;
+        let row = row(
+            "append",
+            "append 1MiB batches",
+            ops,
+            ops,
+            ops << 20,
+            secs,
+            &h,
+        );
+        r.rows.push(r.compare(row, "raw write+fdatasync 1MiB"));
+        drop(wal);
+        std::fs::remove_dir_all(&dir)?;
+    }
+
+    // 6. Reads from sealed and active segments, and 7. open time.
+    r.phase("building the read/open log");
+    let dir = root.join("log");
+    let last = {
+        let wal = Wal::open(&dir, opts(cfg).sync(SyncMode::None))?;
+        let mut next = 1;
+        let per = 256u64;
+        let mut written = 0u64;
+        while written < cfg.log_bytes {
+            wal.store_logs(&entries(&mut next, per, e))?;
+            written += per * record_bytes(1, e) as u64;
+        }
+        next - 1
+    };
+    let wal = Wal::open(&dir, opts(cfg))?;
+    let segs = wal.segments();
+    let active_first = segs
+        .len()
+        .checked_sub(2)
+        .and_then(|i| segs[i].last)
+        .map_or(1, |l| l + 1);
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut rand = move |lo: u64, hi: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        lo + rng % (hi - lo).max(1)
+    };
+    for (name, lo, hi, random) in [
+        ("get_log random (sealed)", 1, active_first.max(2), true),
+        ("get_log sequential (sealed)", 1, active_first.max(2), false),
+        (
+            "get_log random (active)",
+            active_first.min(last),
+            last + 1,
+            true,
+        ),
+    ] {
+        r.phase(name);
+        let mut seq = lo;
+        let (ops, secs, h) = r.timed(|| {
+            let i = if random {
+                rand(lo, hi)
+            } else {
+                seq = if seq + 1 >= hi { lo } else { seq + 1 };
+                seq
+            };
+            wal.get_log(i).map(drop).map_err(Into::into)
+        })?;
+        r.rows
+            .push(row("read", name, ops, ops, ops * e as u64, secs, &h));
+    }
+    drop(wal);
+    r.phase("open the log just written");
+    let files = files_in(&dir)?;
+    let bytes = read_files(&files)?; // warm the cache like open will find it
+    let mut h_read = Hist::new();
+    let mut h_open = Hist::new();
+    let deadline = Instant::now() + cfg.phase;
+    let mut n = 0;
+    while n < 3 || (Instant::now() < deadline && n < 50) {
+        let t = Instant::now();
+        read_files(&files)?;
+        h_read.record(t.elapsed());
+        let t = Instant::now();
+        let w = Wal::open(&dir, opts(cfg))?;
+        h_open.record(t.elapsed());
+        drop(w);
+        n += 1;
+    }
+    let med = |h: &Hist| h.0.value_at_quantile(0.5) as f64 / 1e9;
+    let read_row = {
+        let mut x = row(
+            "open",
+            "read the log sequentially",
+            n,
+            0,
+            bytes * n,
+            med(&h_read) * n as f64,
+            &h_read,
+        );
+        x.name = format!("read {} MiB log sequentially", bytes >> 20);
+        x
+    };
+    let mut open_row = row(
+        "open",
+        &format!("open {} MiB log", bytes >> 20),
+        n,
+        0,
+        0,
+        med(&h_open) * n as f64,
+        &h_open,
+    );
+    open_row.baseline = Some(read_row.name.clone());
+    open_row.ratio = Some(med(&h_open) / med(&h_read).max(1e-9));
+    r.rows.push(read_row);
+    r.rows.push(open_row);
+    std::fs::remove_dir_all(&dir)?;
+
+    // 8. Snapshots, against raw sequential write+fsync and read of the same size.
+    r.phase("snapshot write/read");
+    let sb = cfg.snapshot_bytes;
+    let chunk = vec![0xa5u8; 1 << 20];
+    let raw_path = root.join("raw-seq");
+    let t = Instant::now();
+    {
+        let mut f = std::fs::File::create(&raw_path)?;
+        let mut left = sb;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            f.write_all(&chunk[..n])?;
+            left -= n as u64;
+        }
+        f.sync_all()?;
+    }
+    let raw_w = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    read_files(std::slice::from_ref(&raw_path))?;
+    let raw_r = t.elapsed().as_secs_f64();
+    std::fs::remove_file(&raw_path)?;
+    let store = FileSnapshotStore::open(root.join("snaps"), 1)?;
+    let t = Instant::now();
+    let mut sink = store.create(1, 1, b"", 0)?;
+    let mut left = sb;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        sink.write_all(&chunk[..n])?;
+        left -= n as u64;
+    }
+    let meta = sink.commit()?;
+    let snap_w = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let (_, mut rd) = store.open(&meta.id)?;
+    let mut buf = vec![0u8; 1 << 20];
+    while rd.read(&mut buf)? > 0 {}
+    let snap_r = t.elapsed().as_secs_f64();
+    let none = Hist::new();
+    r.rows.push(row(
+        "snapshot",
+        "raw sequential write+fsync",
+        1,
+        0,
+        sb,
+        raw_w,
+        &none,
+    ));
+    r.rows.push(row(
+        "snapshot",
+        "raw sequential read",
+        1,
+        0,
+        sb,
+        raw_r,
+        &none,
+    ));
+    let w = row("snapshot", "snapshot write+commit", 1, 0, sb, snap_w, &none);
+    let w = r.compare(w, "raw sequential write+fsync");
+    r.rows.push(w);
+    let rr = row("snapshot", "snapshot read+verify", 1, 0, sb, snap_r, &none);
+    let rr = r.compare(rr, "raw sequential read");
+    r.rows.push(rr);
+
+    if let Some(b) = &r.bar {
+        b.finish_and_clear();
+    }
+    Ok(Report {
+        version: env!("CARGO_PKG_VERSION").into(),
+        started_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .saturating_sub(started.elapsed().as_secs()),
+        machine: machine::describe(root),
+        config: format!("{cfg:?}"),
+        rows: r.rows,
+        total_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Renders the report as a table.
+pub fn table(rep: &Report) -> String {
+    let mut s = String::new();
+    let m = &rep.machine;
+    s.push_str(&format!(
+        "raftwal {} — {} ({} CPUs), kernel {}, {} on {} [{}]\n\n",
+        rep.version, m.cpu, m.cpus, m.kernel, m.filesystem, m.mount, m.device_model
+    ));
+    s.push_str(&format!(
+        "{:<34} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7}  {}\n",
+        "workload",
+        "entries/s",
+        "MB/s",
+        "p50 µs",
+        "p99 µs",
+        "p99.9 µs",
+        "max µs",
+        "ent/sync",
+        "ratio",
+        "vs"
+    ));
+    let mut group = String::new();
+    for r in &rep.rows {
+        if r.group != group {
+            group = r.group.clone();
+            s.push_str(&format!("-- {group}\n"));
+        }
+        let f = |v: f64| {
+            if v == 0.0 {
+                "-".into()
+            } else {
+                format!("{v:.1}")
+            }
+        };
+        s.push_str(&format!(
+            "{:<34} {:>11} {:>9.1} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7}  {}\n",
+            r.name,
+            if r.entries == 0 {
+                "-".into()
+            } else {
+                format!("{:.0}", r.entries_per_sec)
+            },
+            r.mb_per_sec,
+            f(r.p50_us),
+            f(r.p99_us),
+            f(r.p999_us),
+            f(r.max_us),
+            r.entries_per_fsync
+                .map_or("-".into(), |v| format!("{v:.1}")),
+            r.ratio.map_or("-".into(), |v| format!("{v:.2}")),
+            r.baseline.as_deref().unwrap_or(""),
+        ));
+    }
+    s.push_str(&format!("\ntotal {:.1} s\n", rep.total_seconds));
+    s
+}
+
+/// Checks that `path` is a usable directory for the benchmark.
+///
+/// # Errors
+/// A message naming the problem.
+pub fn check_dir(path: &Path) -> Result<(), Error> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(format!("{} is not a directory", path.display()).into()),
+        Err(e) => Err(format!("{}: {e}", path.display()).into()),
+    }
+}

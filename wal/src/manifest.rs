@@ -47,6 +47,10 @@ pub struct Manifest {
     pub tail_seq: u64,
     /// The tail segment's epoch.
     pub tail_epoch: u64,
+    /// 0, or a clean-close checkpoint: the bounds and stable keys here are as of this offset in
+    /// the tail segment, whose frames before it are indexed by the tail's `.idx` file; recovery
+    /// replays only what follows.
+    pub tail_from: u64,
     /// Stable keys as of the start of the tail segment.
     pub stable: BTreeMap<Vec<u8>, Vec<u8>>,
 }
@@ -92,6 +96,7 @@ impl Manifest {
             self.next_seq,
             self.tail_seq,
             self.tail_epoch,
+            self.tail_from,
         ] {
             b.extend_from_slice(&v.to_le_bytes());
         }
@@ -176,6 +181,7 @@ impl Manifest {
                 next_seq: c.u64()?,
                 tail_seq: c.u64()?,
                 tail_epoch: c.u64()?,
+                tail_from: c.u64()?,
                 ..Manifest::default()
             };
             let nsealed = c.u32()? as usize;

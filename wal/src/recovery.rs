@@ -271,6 +271,54 @@ fn replay_batch(st: &mut LogState, ops: &[reader::Op<'_>]) -> Result<(), Corrupt
     Ok(())
 }
 
+/// The position of the last non-zero byte, scanning eight bytes at a time.
+fn last_nonzero(b: &[u8]) -> Option<usize> {
+    let words = b.len() / 8;
+    let tail = &b[words * 8..];
+    if let Some(p) = tail.iter().rposition(|&x| x != 0) {
+        return Some(words * 8 + p);
+    }
+    let w = b[..words * 8]
+        .chunks_exact(8)
+        .rposition(|c| c != [0u8; 8])?;
+    let p = b[w * 8..w * 8 + 8]
+        .iter()
+        .rposition(|&x| x != 0)
+        .unwrap_or(0);
+    Some(w * 8 + p)
+}
+
+/// Loads the clean-close index of the tail segment, or `None` if it is missing, damaged or not
+/// the one the manifest describes.
+fn load_tail_index(vfs: &dyn Vfs, path: &Path, m: &Manifest) -> Option<ActiveIndex> {
+    let f = vfs.open(path, OpenMode::Read).ok()?;
+    let map = f.map().ok()?;
+    let b = (*map).as_ref();
+    let h = decode_header(b).ok()?;
+    if h.seq != m.tail_seq || h.epoch != m.tail_epoch || h.data_end != m.tail_from {
+        return None;
+    }
+    crate::segment::verify_body(b, h.count).ok()?;
+    let offsets: Vec<u64> = (0..h.count)
+        .map(|k| crate::segment::index_offset(b, k))
+        .collect();
+    let mut idx = ActiveIndex {
+        base: h.first,
+        locs: Vec::with_capacity(offsets.len()),
+    };
+    for (k, &off) in offsets.iter().enumerate() {
+        let next = offsets.get(k + 1).copied().unwrap_or(m.tail_from);
+        if off < SEGMENT_HEADER_LEN || next <= off || next > m.tail_from {
+            return None;
+        }
+        idx.locs.push(crate::segment::Loc {
+            offset: off,
+            size: next - off,
+        });
+    }
+    Some(idx)
+}
+
 /// Entry indexes of the intact frames found from `from` on (best effort, for the report).
 fn entries_after(data: &[u8], epoch: u64, from: u64) -> Option<(u64, u64)> {
     let mut pos = from as usize;
@@ -411,16 +459,37 @@ pub(crate) fn recover(dir: &Path, opts: &WalOptions) -> Result<Recovered> {
         stable: manifest.stable.clone(),
         dead: Vec::new(),
     };
-    let end = reader::scan(
-        data,
-        epoch,
-        SEGMENT_HEADER_LEN,
-        data.len() as u64,
-        |at, ops| replay_batch(&mut state, ops).map_err(|k| (at, k)),
-    )
+    // A clean-close checkpoint lets recovery start at `tail_from` instead of the header.
+    let mut start = SEGMENT_HEADER_LEN;
+    if manifest.tail_from > 0 {
+        if manifest.tail_from > data.len() as u64 || manifest.tail_from < SEGMENT_HEADER_LEN {
+            return Err(corrupt(
+                &dir.join(MANIFEST),
+                0,
+                CorruptKind::BadLength {
+                    found: manifest.tail_from,
+                    limit: data.len() as u64,
+                },
+            ));
+        }
+        let idx_path = dir.join(index_name(manifest.tail_seq));
+        state.active = match load_tail_index(vfs, &idx_path, &manifest) {
+            Some(a) => a,
+            None => {
+                report.rebuilt_indexes.push(idx_path);
+                rebuild_index(data, epoch, manifest.tail_from)
+                    .map_err(|(off, kind)| corrupt(&tail_path, off, kind))?
+            }
+        };
+        start = manifest.tail_from;
+    }
+    let end = reader::scan(data, epoch, start, data.len() as u64, |at, ops| {
+        replay_batch(&mut state, ops).map_err(|k| (at, k))
+    })
     .map_err(|(at, kind)| corrupt(&tail_path, at, kind))?;
 
     let committed_end = end.committed_end;
+    let stopped = end.stop.is_some();
     if let Some(stop) = end.stop {
         let proof = reader::durable_commit_after(data, epoch, stop.committed_end);
         let indexes = entries_after(data, epoch, stop.committed_end);
@@ -449,12 +518,19 @@ pub(crate) fn recover(dir: &Path, opts: &WalOptions) -> Result<Recovered> {
         });
     }
 
-    // Zero whatever follows the last committed batch, so that no stale frame can ever be
-    // replayed as part of a later batch.
-    let dirty_end = data[committed_end as usize..]
-        .iter()
-        .rposition(|&b| b != 0)
-        .map(|p| committed_end + p as u64 + 1);
+    // After a clean close with nothing written since, the rest of the segment is known to be
+    // untouched zeros and synced: nothing to check or repair.
+    let clean = start > SEGMENT_HEADER_LEN && committed_end == start && !stopped && {
+        let z = (start + 64).min(data.len() as u64) as usize;
+        data[start as usize..z].iter().all(|&b| b == 0)
+    };
+    // Otherwise zero whatever follows the last committed batch, so that no stale frame can
+    // ever be replayed as part of a later batch.
+    let dirty_end = if clean {
+        None
+    } else {
+        last_nonzero(&data[committed_end as usize..]).map(|p| committed_end + p as u64 + 1)
+    };
     let capacity = data.len() as u64;
     drop(tail_map);
     if !opts.read_only {
@@ -470,9 +546,11 @@ pub(crate) fn recover(dir: &Path, opts: &WalOptions) -> Result<Recovered> {
             }
         }
         // Whatever we read is what later commit records will claim durable: make it so.
-        tail_file
-            .sync_data()
-            .map_err(|e| Error::io("fdatasync", &tail_path, e))?;
+        if !clean {
+            tail_file
+                .sync_data()
+                .map_err(|e| Error::io("fdatasync", &tail_path, e))?;
+        }
 
         let live: BTreeSet<u64> = manifest
             .sealed

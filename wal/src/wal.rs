@@ -486,6 +486,7 @@ impl Wal {
             sealed: records,
             tail_seq: next.seq,
             tail_epoch: next.epoch,
+            tail_from: 0,
             stable,
         };
         manifest.write(vfs, &self.dir)?;
@@ -654,6 +655,46 @@ impl Wal {
         out
     }
 
+    /// Checks every sealed segment's index checksum and reads every live entry (verifying its
+    /// checksum) without modifying anything. With `all`, collects every problem; otherwise stops
+    /// at the first. Returns the number of entries checked and the problems found.
+    pub fn verify_all(&self, all: bool) -> (u64, Vec<Error>) {
+        let mut problems = Vec::new();
+        let (sealed, bounds) = {
+            let st = self.read_state();
+            (st.sealed.clone(), st.bounds)
+        };
+        for s in &sealed {
+            if let Err(kind) = s.seg.check_index() {
+                problems.push(Error::Corrupt {
+                    path: self.dir.join(index_name(s.seg.seq)),
+                    offset: 0,
+                    indexes: Some((s.lo, s.hi.saturating_sub(1))),
+                    kind,
+                });
+                if !all {
+                    return (0, problems);
+                }
+            }
+        }
+        let (first, last) = bounds.reported();
+        let mut checked = 0;
+        if last > 0 {
+            for i in first..=last {
+                match self.get_log(i) {
+                    Ok(_) => checked += 1,
+                    Err(e) => {
+                        problems.push(e);
+                        if !all {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        (checked, problems)
+    }
+
     /// Reads every live entry and checks its checksum, returning the number checked.
     ///
     /// # Errors
@@ -670,12 +711,67 @@ impl Wal {
     }
 }
 
+impl Wal {
+    /// Writes a clean-close checkpoint: the tail's index and a manifest whose state is as of
+    /// the tail's current end, so the next open replays nothing. Everything written is synced
+    /// first. Called when the WAL is dropped; errors are only logged (the next open then simply
+    /// replays the tail).
+    fn checkpoint(&self) -> Result<()> {
+        let mut w = lock(&self.writer);
+        self.sync_file(w.file.as_ref())
+            .map_err(|e| Error::io("fdatasync", &w.path, e))?;
+        let st = self.read_state();
+        let offsets: Vec<u64> = st.active.locs.iter().map(|l| l.offset).collect();
+        let vfs = self.opts.vfs.as_ref();
+        let idx_path = self.dir.join(index_name(w.seq));
+        write_index(
+            vfs,
+            &idx_path,
+            w.seq,
+            w.epoch,
+            st.active.base,
+            &offsets,
+            w.offset,
+        )?;
+        let m = Manifest {
+            generation: w.base.generation + 1,
+            first: st.bounds.first,
+            next: st.bounds.next,
+            next_seq: w.base.next_seq,
+            sealed: st
+                .sealed
+                .iter()
+                .map(|s| SegmentRecord {
+                    seq: s.seg.seq,
+                    epoch: s.seg.epoch,
+                    lo: s.lo,
+                    hi: s.hi,
+                    data_end: s.seg.data_end,
+                })
+                .collect(),
+            tail_seq: w.seq,
+            tail_epoch: w.epoch,
+            tail_from: w.offset,
+            stable: st.stable.clone(),
+        };
+        drop(st);
+        m.write(vfs, &self.dir)?;
+        w.base = m;
+        Ok(())
+    }
+}
+
 impl Drop for Wal {
     fn drop(&mut self) {
         let next = lock(&self.writer).next.take();
         if let Some(h) = next {
             // Let the preparation finish so the next open does not race with it.
             let _ = h.join();
+        }
+        if !self.opts.read_only && !self.poisoned.load(Ordering::SeqCst) {
+            if let Err(e) = self.checkpoint() {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "clean-close checkpoint failed; the next open replays the tail");
+            }
         }
     }
 }

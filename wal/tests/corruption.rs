@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use raftwal_wal::vfs::CrashPolicy;
-use raftwal_wal::{CorruptKind, Error, LogStore, RecoveryMode, Wal, WriteBatch};
+use raftwal_wal::{CorruptKind, Error, LogStore, RecoveryMode, StableStore, Wal, WriteBatch};
 
 const SEG: u64 = 4096;
 
@@ -163,7 +163,9 @@ fn tail_with_batches() -> (SimHarness, PathBuf, Vec<raftwal_wal::LogEntry>) {
         wal.store_logs(c).unwrap();
     }
     let tail = wal.segments().last().unwrap().path.clone();
-    drop(wal);
+    // A crash, not a clean close: no checkpoint, so the next open scans the tail.
+    std::mem::forget(wal);
+    h.vfs.crash(CrashPolicy::KeepAll);
     (h, tail, all)
 }
 
@@ -237,7 +239,7 @@ fn stale_frames_after_a_torn_batch_are_never_resurrected() {
         .write(WriteBatch::from_entries(entries(6, 8, 1, 40)))
         .unwrap();
     let _ = (t1, t2);
-    drop(wal);
+    std::mem::forget(wal); // a crash: no clean-close checkpoint
     h.vfs.crash(CrashPolicy::KeepAll);
     // B1 is torn (a bit of its entry is lost); B2 survived whole.
     h.vfs.corrupt(&tail, b1_at + 40, 0x01).unwrap();
@@ -249,9 +251,53 @@ fn stale_frames_after_a_torn_batch_are_never_resurrected() {
     let mut c_ctx = entries(5, 6, 1, 40);
     c[0].context = std::mem::take(&mut c_ctx[0].context);
     wal.store_logs(&c).unwrap();
-    drop(wal);
+    std::mem::forget(wal);
     h.vfs.crash(CrashPolicy::DropAll);
     let wal = h.open();
     assert_eq!(wal.last_index().unwrap(), 5, "B2 came back from the dead");
     assert_eq!(wal.get_log(5).unwrap(), c[0]);
+}
+
+#[test]
+fn clean_close_checkpoint_skips_the_tail_scan_and_survives_damage() {
+    let mut h = SimHarness::new(11, 1 << 20);
+    let wal = h.open();
+    let all = entries(1, 201, 1, 100);
+    wal.store_logs(&all).unwrap();
+    wal.set_u64(b"term", 9).unwrap();
+    let tail = wal.segments().last().unwrap().path.clone();
+    drop(wal); // clean close: checkpoint
+    let idx = tail.with_extension("idx");
+    let original = h.vfs.read_file(&idx).unwrap();
+    let wal = h.open();
+    assert!(wal.recovery_report().rebuilt_indexes.is_empty());
+    assert_eq!(wal.get_logs(1, 201, u64::MAX).unwrap(), all);
+    assert_eq!(wal.get_u64(b"term").unwrap(), Some(9));
+    // Appends after a checkpointed open, then a crash: replayed from the checkpoint.
+    wal.store_logs(&entries(201, 211, 1, 100)).unwrap();
+    let mut b = WriteBatch::new();
+    b.truncate_after(150).set_u64(b"term", 10);
+    let t = wal.write(b).unwrap();
+    wal.wait_durable(t).unwrap();
+    std::mem::forget(wal);
+    h.vfs.crash(CrashPolicy::DropAll);
+    let wal = h.open();
+    assert_eq!(wal.last_index().unwrap(), 150);
+    assert_eq!(wal.get_logs(1, 151, u64::MAX).unwrap(), all[..150].to_vec());
+    assert_eq!(wal.get_u64(b"term").unwrap(), Some(10));
+    drop(wal);
+    // Every byte of the checkpoint index damaged: rebuilt from the frames, data intact.
+    let idx_now = h.vfs.read_file(&idx).unwrap();
+    for off in (0..idx_now.len() as u64).step_by(5) {
+        h.vfs.corrupt(&idx, off, 0x02).unwrap();
+        let wal = h
+            .try_open()
+            .unwrap_or_else(|e| panic!("index byte {off}: {e}"));
+        assert_eq!(wal.last_index().unwrap(), 150, "index byte {off}");
+        assert_eq!(wal.get_log(77).unwrap(), all[76], "index byte {off}");
+        std::mem::forget(wal);
+        h.vfs.crash(CrashPolicy::KeepAll);
+        h.vfs.write_file(&idx, &idx_now).unwrap();
+    }
+    let _ = original;
 }

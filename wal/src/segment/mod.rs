@@ -262,6 +262,14 @@ impl Sealed {
         }
     }
 
+    /// Checks the index's body checksum (a no-op for offsets rebuilt in memory).
+    pub fn check_index(&self) -> Result<(), CorruptKind> {
+        match &self.offsets {
+            Offsets::Mapped(m) => verify_body((**m).as_ref(), self.count),
+            Offsets::Rebuilt(_) => Ok(()),
+        }
+    }
+
     /// `Ok(None)`: the index is intact (the frame itself is damaged); `Ok(Some)`: rebuilt
     /// offsets; `Err`: the frames themselves are damaged.
     fn verify_or_rebuild(&self) -> Repair {
