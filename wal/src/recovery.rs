@@ -78,6 +78,8 @@ pub(crate) struct Recovered {
     pub write_offset: u64,
     pub capacity: u64,
     pub report: RecoveryReport,
+    /// The next segment, if an earlier run prepared it and it is intact.
+    pub prepared: Option<preallocate::Prepared>,
 }
 
 fn corrupt(path: &Path, offset: u64, kind: CorruptKind) -> Error {
@@ -533,6 +535,7 @@ pub(crate) fn recover(dir: &Path, opts: &WalOptions) -> Result<Recovered> {
     };
     let capacity = data.len() as u64;
     drop(tail_map);
+    let mut prepared = None;
     if !opts.read_only {
         if let Some(dirty_end) = dirty_end {
             let zeros = vec![0u8; (dirty_end - committed_end).min(1 << 20) as usize];
@@ -558,9 +561,11 @@ pub(crate) fn recover(dir: &Path, opts: &WalOptions) -> Result<Recovered> {
             .map(|s| s.seq)
             .chain([manifest.tail_seq])
             .collect();
+        prepared = preallocate::reuse(vfs, dir, manifest.next_seq, opts.segment_size);
         let names = vfs.list(dir).map_err(|e| Error::io("list", dir, e))?;
         for n in names {
             let stale = match parse_name(&n) {
+                Some((seq, false)) if prepared.is_some() && seq == manifest.next_seq => false,
                 Some((seq, _)) => !live.contains(&seq),
                 None => n == MANIFEST_TMP,
             };
@@ -582,5 +587,6 @@ pub(crate) fn recover(dir: &Path, opts: &WalOptions) -> Result<Recovered> {
         write_offset: committed_end,
         capacity,
         report,
+        prepared,
     })
 }

@@ -2,16 +2,16 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crate::batch::{delete_batch, plan, Bounds, Step};
 use crate::error::CorruptKind;
 use crate::format::{decode_frame, index_name, SEGMENT_HEADER_LEN};
 use crate::manifest::{Manifest, SegmentRecord};
 use crate::recovery::{recover, write_index, RecoveryReport};
-use crate::segment::preallocate::{self, Prepared};
+use crate::segment::preallocate::{self, Next};
 use crate::segment::{reader, writer, ActiveIndex, Loc, Sealed, SealedRef};
 use crate::vfs::VfsFile;
 use crate::{
@@ -109,14 +109,23 @@ struct Writer {
     written: u64,
     /// The manifest as of the start of the active segment.
     base: Manifest,
-    next: Option<JoinHandle<Result<Prepared>>>,
+    next: Next,
 }
+
+/// The longest a sync leader waits for its group to gather.
+const MAX_GROUP_DELAY: Duration = Duration::from_micros(500);
 
 struct SyncState {
     durable: u64,
     syncing: bool,
-    /// `(segment seq, offset)`: the active segment is durable up to `offset`.
-    durable_at: (u64, u64),
+    /// Threads inside `wait_durable`.
+    waiters: usize,
+    /// Threads waiting when the last fsync completed: the size of the last group.
+    last_group: usize,
+    /// How long the last fsync took.
+    last_sync: Duration,
+    /// `durable` before the last fsync.
+    durable_before: u64,
 }
 
 /// Counters for monitoring and benchmarks.
@@ -128,6 +137,13 @@ pub struct WalStats {
     pub syncs: u64,
     /// Segment rotations.
     pub rotations: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    writes: AtomicU64,
+    syncs: AtomicU64,
+    rotations: AtomicU64,
 }
 
 /// A description of one live segment, for tools.
@@ -157,8 +173,16 @@ pub struct Wal {
     writer: Mutex<Writer>,
     sync: Mutex<SyncState>,
     synced: Condvar,
+    /// Signalled when a thread starts waiting, for a sync leader gathering its group.
+    arrivals: Condvar,
     poisoned: AtomicBool,
-    stats: Mutex<WalStats>,
+    /// Sequence number of the last write, readable without the writer lock.
+    written: AtomicU64,
+    stats: Counters,
+    /// The active segment (by seq) is durable up to this offset. Changed for a new segment only
+    /// under the writer lock; otherwise it only grows.
+    durable_seg: AtomicU64,
+    durable_offset: AtomicU64,
     report: RecoveryReport,
     _lock: Box<dyn Send + Sync>,
 }
@@ -216,15 +240,18 @@ impl Wal {
         let dir = dir.as_ref().to_path_buf();
         let r = recover(&dir, &opts)?;
         let seq = r.manifest.tail_seq;
-        let next = (!opts.read_only && opts.background_prepare).then(|| {
-            preallocate::spawn(
+        let next = match r.prepared {
+            Some(p) => Next::Ready(p),
+            None if !opts.read_only && opts.background_prepare => preallocate::spawn(
                 opts.vfs.clone(),
                 dir.clone(),
                 r.manifest.next_seq,
                 opts.segment_size,
                 opts.zero_fill,
             )
-        });
+            .map_or(Next::None, Next::Pending),
+            None => Next::None,
+        };
         let writer = Writer {
             file: r.tail_file,
             path: r.state.active_path.clone(),
@@ -235,7 +262,7 @@ impl Wal {
             buf: Vec::new(),
             written: 0,
             base: r.manifest,
-            next: next.flatten(),
+            next,
         };
         Ok(Wal {
             dir,
@@ -244,11 +271,18 @@ impl Wal {
             sync: Mutex::new(SyncState {
                 durable: 0,
                 syncing: false,
-                durable_at: (seq, r.write_offset),
+                waiters: 0,
+                last_group: 0,
+                last_sync: Duration::ZERO,
+                durable_before: 0,
             }),
             synced: Condvar::new(),
+            arrivals: Condvar::new(),
             poisoned: AtomicBool::new(false),
-            stats: Mutex::new(WalStats::default()),
+            written: AtomicU64::new(0),
+            stats: Counters::default(),
+            durable_seg: AtomicU64::new(seq),
+            durable_offset: AtomicU64::new(r.write_offset),
             report: r.report,
             _lock: r.lock,
             opts,
@@ -267,7 +301,11 @@ impl Wal {
 
     /// Counters since open.
     pub fn stats(&self) -> WalStats {
-        *lock(&self.stats)
+        WalStats {
+            writes: self.stats.writes.load(Ordering::Relaxed),
+            syncs: self.stats.syncs.load(Ordering::Relaxed),
+            rotations: self.stats.rotations.load(Ordering::Relaxed),
+        }
     }
 
     fn read_state(&self) -> RwLockReadGuard<'_, LogState> {
@@ -349,6 +387,7 @@ impl Wal {
         }
         w.offset += w.buf.len() as u64;
         w.written += 1;
+        self.written.store(w.written, Ordering::Release);
         let ticket = Ticket(w.written);
         {
             let mut st = self.write_state();
@@ -373,7 +412,7 @@ impl Wal {
                 st.stable.insert(k, v);
             }
         }
-        lock(&self.stats).writes += 1;
+        self.stats.writes.fetch_add(1, Ordering::Relaxed);
         drop(w);
         if self.opts.sync == SyncMode::None {
             lock(&self.sync).durable = ticket.0;
@@ -382,13 +421,11 @@ impl Wal {
     }
 
     fn encode(&self, w: &mut Writer, steps: &[Step], batch: &WriteBatch) -> Vec<Loc> {
-        let durable_to = {
-            let s = lock(&self.sync);
-            if s.durable_at.0 == w.seq {
-                s.durable_at.1
-            } else {
-                SEGMENT_HEADER_LEN
-            }
+        // The writer lock is held, so the durable segment cannot change under us.
+        let durable_to = if self.durable_seg.load(Ordering::Acquire) == w.seq {
+            self.durable_offset.load(Ordering::Acquire)
+        } else {
+            SEGMENT_HEADER_LEN
         };
         let Writer {
             buf, epoch, offset, ..
@@ -405,7 +442,8 @@ impl Wal {
         {
             let mut s = lock(&self.sync);
             s.durable = s.durable.max(w.written);
-            s.durable_at = (w.seq, w.offset);
+            self.durable_seg.store(w.seq, Ordering::Release);
+            self.durable_offset.store(w.offset, Ordering::Release);
         }
         self.synced.notify_all();
         // 2. The sealed segment's index.
@@ -442,9 +480,7 @@ impl Wal {
         ));
         // 3. The next segment.
         let next = match w.next.take() {
-            Some(h) => h.join().unwrap_or_else(|_| {
-                Err(Error::Invalid("segment preparation thread panicked".into()))
-            })?,
+            Some(p) => p?,
             None => preallocate::prepare(
                 vfs,
                 &self.dir,
@@ -511,7 +547,9 @@ impl Wal {
         w.epoch = next.epoch;
         w.offset = SEGMENT_HEADER_LEN;
         w.capacity = next.capacity;
-        lock(&self.sync).durable_at = (w.seq, SEGMENT_HEADER_LEN);
+        self.durable_offset
+            .store(SEGMENT_HEADER_LEN, Ordering::Release);
+        self.durable_seg.store(w.seq, Ordering::Release);
         self.remove_segments(&dead);
         if self.opts.background_prepare {
             w.next = preallocate::spawn(
@@ -520,9 +558,10 @@ impl Wal {
                 w.base.next_seq,
                 self.opts.segment_size,
                 self.opts.zero_fill,
-            );
+            )
+            .map_or(Next::None, Next::Pending);
         }
-        lock(&self.stats).rotations += 1;
+        self.stats.rotations.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -566,6 +605,21 @@ impl Wal {
     /// [`Error::Invalid`] for a ticket this WAL never issued.
     pub fn wait_durable(&self, ticket: Ticket) -> Result<()> {
         let mut g = lock(&self.sync);
+        if g.durable >= ticket.0 {
+            return Ok(());
+        }
+        g.waiters += 1;
+        self.arrivals.notify_all();
+        let r = self.wait_durable_locked(g, ticket);
+        lock(&self.sync).waiters -= 1;
+        r
+    }
+
+    fn wait_durable_locked<'a>(
+        &'a self,
+        mut g: MutexGuard<'a, SyncState>,
+        ticket: Ticket,
+    ) -> Result<()> {
         loop {
             if g.durable >= ticket.0 {
                 return Ok(());
@@ -578,6 +632,24 @@ impl Wal {
                 continue;
             }
             g.syncing = true;
+            // Group commit: the writers the last fsync served are most likely about to write
+            // again; give them a moment (at most half an fsync) to join this one.
+            let expect = g.last_group as u64;
+            let pending = |g: &SyncState| self.written.load(Ordering::Acquire) - g.durable;
+            if expect > 1 && pending(&g) < expect {
+                let deadline = Instant::now() + g.last_sync.min(MAX_GROUP_DELAY);
+                while pending(&g) < expect {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    g = self
+                        .arrivals
+                        .wait_timeout(g, deadline - now)
+                        .map(|(g, _)| g)
+                        .unwrap_or_else(|e| e.into_inner().0);
+                }
+            }
             drop(g);
             let (target, file, path, seq, offset) = {
                 let w = lock(&self.writer);
@@ -593,16 +665,28 @@ impl Wal {
                 }
                 (w.written, w.file.clone(), w.path.clone(), w.seq, w.offset)
             };
+            let started = Instant::now();
             let r = self.sync_file(file.as_ref());
+            if r.is_ok() {
+                // Under the writer lock (taken before the sync lock, the one order used), so a
+                // rotation cannot slip between the check and the update.
+                let w = lock(&self.writer);
+                if w.seq == seq {
+                    self.durable_offset.fetch_max(offset, Ordering::AcqRel);
+                }
+            }
             g = lock(&self.sync);
             g.syncing = false;
             match r {
                 Ok(()) => {
+                    g.durable_before = g.durable;
                     g.durable = g.durable.max(target);
-                    if g.durable_at.0 == seq {
-                        g.durable_at.1 = g.durable_at.1.max(offset);
-                    }
-                    lock(&self.stats).syncs += 1;
+                    g.last_sync = started.elapsed();
+                    // The next group: as many writes as this fsync covered, but no more than
+                    // there are threads waiting (a pipelined writer waits alone).
+                    let covered = target.saturating_sub(g.durable_before);
+                    g.last_group = g.waiters.min(covered as usize);
+                    self.stats.syncs.fetch_add(1, Ordering::Relaxed);
                     self.synced.notify_all();
                 }
                 Err(e) => {
@@ -763,11 +847,9 @@ impl Wal {
 
 impl Drop for Wal {
     fn drop(&mut self) {
-        let next = lock(&self.writer).next.take();
-        if let Some(h) = next {
-            // Let the preparation finish so the next open does not race with it.
-            let _ = h.join();
-        }
+        // Let a background preparation finish so the next open does not race with it; a
+        // finished one is reused by the next open.
+        let _ = lock(&self.writer).next.take();
         if !self.opts.read_only && !self.poisoned.load(Ordering::SeqCst) {
             if let Err(e) = self.checkpoint() {
                 tracing::warn!(dir = %self.dir.display(), error = %e, "clean-close checkpoint failed; the next open replays the tail");

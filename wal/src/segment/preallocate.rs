@@ -21,6 +21,51 @@ pub(crate) struct Prepared {
     pub capacity: u64,
 }
 
+/// The next segment: prepared and ready, being prepared in the background, or not started.
+#[derive(Debug, Default)]
+pub(crate) enum Next {
+    #[default]
+    None,
+    Ready(Prepared),
+    Pending(JoinHandle<Result<Prepared>>),
+}
+
+impl Next {
+    /// Takes the prepared segment, waiting for a background preparation; `None` if none was
+    /// started.
+    pub fn take(&mut self) -> Option<Result<Prepared>> {
+        match std::mem::take(self) {
+            Next::None => None,
+            Next::Ready(p) => Some(Ok(p)),
+            Next::Pending(h) => Some(h.join().unwrap_or_else(|_| {
+                Err(Error::Invalid("segment preparation thread panicked".into()))
+            })),
+        }
+    }
+}
+
+/// Reuses a segment prepared by an earlier run and never used: a file named for the next
+/// sequence number never holds frames (frames are written only after the manifest names the
+/// segment), so if its header and size are right it is ready. Holes left by a crash during its
+/// zero-filling read as zeros, which is correct, just slower to write once.
+pub(crate) fn reuse(vfs: &dyn Vfs, dir: &Path, seq: u64, size: u64) -> Option<Prepared> {
+    let path = dir.join(segment_name(seq));
+    let file = vfs.open(&path, OpenMode::ReadWrite).ok()?;
+    if file.len().ok()? != size.max(SEGMENT_HEADER_LEN) {
+        return None;
+    }
+    let mut b = [0u8; SEGMENT_HEADER_LEN as usize];
+    file.read_exact_at(&mut b, 0).ok()?;
+    let h = SegmentHeader::decode(&b).ok()?;
+    (h.seq == seq).then_some(Prepared {
+        seq,
+        epoch: h.epoch,
+        path,
+        file,
+        capacity: size.max(SEGMENT_HEADER_LEN),
+    })
+}
+
 /// A fresh random salt for a segment's checksums.
 pub(crate) fn new_epoch(seq: u64) -> u64 {
     use std::hash::{BuildHasher, RandomState};
