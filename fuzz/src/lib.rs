@@ -1,0 +1,456 @@
+//! Crash-recovery fuzz scenarios, driven by raw input bytes.
+//!
+//! The same functions run under cargo-fuzz (`fuzz_targets/*.rs`) and as plain regression tests
+//! (`tests/fuzz_regressions.rs` in the workspace root includes this file), so every input the
+//! fuzzers save replays under `cargo test` without nightly.
+//!
+//! Each scenario panics (with a message) on a broken invariant; returning means all held.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use raftwal_snapshot::{FileSnapshotStore, SnapshotMeta, SnapshotSink, SnapshotStore};
+use raftwal_wal::vfs::{CrashPolicy, SimFaults, SimVfs, Vfs};
+use raftwal_wal::{
+    Error, LogEntry, LogStore, MemStore, RecoveryMode, StableStore, Wal, WalOptions, WriteBatch,
+};
+
+/// Reads numbers from the input; yields zeros once it runs out (so every input is valid).
+pub struct Input<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Input<'a> {
+    pub fn new(data: &'a [u8]) -> Self {
+        Input { data, pos: 0 }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.pos >= self.data.len()
+    }
+    pub fn u8(&mut self) -> u8 {
+        let v = self.data.get(self.pos).copied().unwrap_or(0);
+        self.pos += 1;
+        v
+    }
+    pub fn u16(&mut self) -> u16 {
+        u16::from(self.u8()) | (u16::from(self.u8()) << 8)
+    }
+    pub fn u32(&mut self) -> u32 {
+        u32::from(self.u16()) | (u32::from(self.u16()) << 16)
+    }
+    pub fn bytes(&mut self, n: usize) -> &'a [u8] {
+        let start = self.pos.min(self.data.len());
+        let end = (start + n).min(self.data.len());
+        self.pos = start + n;
+        &self.data[start..end]
+    }
+    pub fn rest(&mut self) -> &'a [u8] {
+        let start = self.pos.min(self.data.len());
+        self.pos = self.data.len();
+        &self.data[start..]
+    }
+}
+
+const DIR: &str = "/fz/wal";
+
+fn wal_opts(vfs: &SimVfs, segment_size: u64) -> WalOptions {
+    WalOptions::default()
+        .segment_size(segment_size)
+        .background_prepare(false)
+        .vfs(Arc::new(vfs.clone()))
+}
+
+fn entry(index: u64, term: u64, len: usize) -> LogEntry {
+    LogEntry {
+        index,
+        term,
+        data: (0..len).map(|i| (index as usize * 7 + i) as u8).collect(),
+        ..LogEntry::default()
+    }
+}
+
+/// Reads everything a WAL claims to hold; must not panic whatever the files contained.
+fn exercise(wal: &Wal) {
+    let (first, last) = (wal.first_index().unwrap(), wal.last_index().unwrap());
+    if last > 0 {
+        let span = (last - first + 1).min(10_000);
+        for i in first..first + span {
+            let _ = wal.get_log(i);
+        }
+        let _ = wal.get_logs(first, first + span, 1 << 16);
+    }
+    let _ = wal.verify_all(true);
+    let _ = wal.stable_entries();
+    let _ = wal.segments();
+}
+
+/// Builds a small valid WAL with sealed segments, a stable key and a truncation.
+fn generate(vfs: &SimVfs) {
+    let wal = Wal::open(DIR, wal_opts(vfs, 4096)).unwrap();
+    for i in 1..=40u64 {
+        wal.store_logs(&[entry(i, 1 + i / 10, (i as usize * 13) % 300)])
+            .unwrap();
+    }
+    wal.set_u64(b"term", 4).unwrap();
+    wal.delete_range(35, 40).unwrap();
+    wal.delete_range(1, 5).unwrap();
+}
+
+/// Target 1: arbitrary bytes become (or damage) the manifest, segment and index files; opening
+/// and reading must give `Ok` or a clear error, never a panic or a huge allocation.
+pub fn wal_open_bytes(data: &[u8]) {
+    let mut inp = Input::new(data);
+    let vfs = SimVfs::new(1);
+    let mode = inp.u8() % 3;
+    let dir = Path::new(DIR);
+    if mode == 0 {
+        // Files made of raw input.
+        vfs.create_dir_all(dir).unwrap();
+        for name in [
+            "MANIFEST",
+            "0000000000000001.seg",
+            "0000000000000001.idx",
+            "0000000000000002.seg",
+        ] {
+            let n = inp.u16() as usize;
+            let bytes = inp.bytes(n);
+            if !bytes.is_empty() || inp.u8() & 1 == 0 {
+                vfs.write_file(&dir.join(name), bytes).unwrap();
+            }
+        }
+    } else {
+        generate(&vfs);
+        let names = vfs.list(dir).unwrap();
+        let files: Vec<_> = names.iter().filter(|n| n.as_str() != "LOCK").collect();
+        while !inp.is_empty() {
+            let f = dir.join(files[inp.u8() as usize % files.len()]);
+            let cur = vfs.read_file(&f).unwrap_or_default();
+            let op = inp.u8();
+            let off = inp.u32() as usize % (cur.len() + 1);
+            let mut new = cur.clone();
+            match op % 4 {
+                0 => {
+                    if off < new.len() {
+                        new[off] ^= inp.u8() | 1;
+                    }
+                }
+                1 => new.truncate(off),
+                2 => {
+                    let n = inp.u8() as usize;
+                    let bytes = inp.bytes(n);
+                    let end = (off + bytes.len()).min(new.len());
+                    new[off..end].copy_from_slice(&bytes[..end - off]);
+                }
+                _ => {
+                    if mode == 2 {
+                        new.extend_from_slice(inp.rest());
+                    }
+                }
+            }
+            vfs.write_file(&f, &new).unwrap();
+        }
+    }
+    for opts in [
+        wal_opts(&vfs, 4096),
+        wal_opts(&vfs, 4096).read_only(true),
+        wal_opts(&vfs, 4096).recovery(RecoveryMode::TruncateCorruptTail),
+    ] {
+        if let Ok(wal) = Wal::open(DIR, opts) {
+            exercise(&wal);
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Write {
+        truncate_after: Option<u64>,
+        count: u64,
+        size: usize,
+        term: u64,
+        stable: Option<(u8, u64)>,
+    },
+    DeleteHead(u64),
+    DeleteTail(u64),
+    Set(u8, u64),
+    Reopen,
+}
+
+fn next_op(inp: &mut Input<'_>, first: u64, last: u64) -> Op {
+    let kind = inp.u8();
+    let span = last.saturating_sub(first) + 2;
+    let pick = |x: u32| first.saturating_sub(1) + u64::from(x) % span;
+    match kind % 10 {
+        0..=4 => {
+            let t = inp.u8();
+            Op::Write {
+                truncate_after: (t % 5 == 0 && last > 0).then(|| pick(inp.u32())),
+                count: u64::from(inp.u8() % 6),
+                size: [0usize, 1, 40, 300, 2000, 5000][usize::from(inp.u8() % 6)],
+                term: u64::from(inp.u8() % 4) + 1,
+                stable: (t % 3 == 0).then(|| (inp.u8() % 3, u64::from(inp.u32()))),
+            }
+        }
+        5 => Op::DeleteHead(pick(inp.u32())),
+        6 => Op::DeleteTail(pick(inp.u32())),
+        7 | 8 => Op::Set(inp.u8() % 3, u64::from(inp.u32())),
+        _ => Op::Reopen,
+    }
+}
+
+fn batch(op: &Op, last: u64) -> WriteBatch {
+    let mut b = WriteBatch::new();
+    if let Op::Write {
+        truncate_after,
+        count,
+        size,
+        term,
+        stable,
+    } = op
+    {
+        let start = match truncate_after {
+            Some(k) => {
+                b.truncate_after(*k);
+                k + 1
+            }
+            None => last + 1,
+        }
+        .max(1);
+        b.extend((start..start + count).map(|i| entry(i, *term, *size)));
+        if let Some((k, v)) = stable {
+            b.set_u64(&[b'k', *k], *v);
+        }
+    }
+    b
+}
+
+fn apply_model(m: &MemStore, op: &Op) -> raftwal_wal::Result<()> {
+    match op {
+        Op::Write { .. } => m.write(&batch(op, m.last_index()?)),
+        Op::DeleteHead(k) => m.delete_range(m.first_index()?, *k),
+        Op::DeleteTail(k) => m.delete_range(*k, m.last_index()?),
+        Op::Set(k, v) => m.set_u64(&[b'k', *k], *v),
+        Op::Reopen => Ok(()),
+    }
+}
+
+fn apply_wal(w: &Wal, op: &Op) -> raftwal_wal::Result<()> {
+    match op {
+        Op::Write { .. } => {
+            let t = w.write(batch(op, w.last_index()?))?;
+            w.wait_durable(t)
+        }
+        Op::DeleteHead(k) => w.delete_range(w.first_index()?, *k),
+        Op::DeleteTail(k) => w.delete_range(*k, w.last_index()?),
+        Op::Set(k, v) => w.set_u64(&[b'k', *k], *v),
+        Op::Reopen => Ok(()),
+    }
+}
+
+fn copy_model(m: &MemStore) -> MemStore {
+    let c = MemStore::new();
+    let (f, l) = (m.first_index().unwrap(), m.last_index().unwrap());
+    if l > 0 {
+        c.store_logs(&m.get_logs(f, l + 1, u64::MAX).unwrap())
+            .unwrap();
+    }
+    for (k, v) in m.stable_entries() {
+        c.set(&k, &v).unwrap();
+    }
+    c
+}
+
+fn same(w: &Wal, m: &MemStore) -> bool {
+    let bounds = |s: &dyn LogStore| (s.first_index().unwrap(), s.last_index().unwrap());
+    let (f, l) = bounds(m);
+    bounds(w) == (f, l)
+        && (l == 0 || (f..=l).all(|i| w.get_log(i).ok() == m.get_log(i).ok()))
+        && w.stable_entries() == m.stable_entries()
+}
+
+/// Target 2: a sequence of operations and a crash schedule. After the crash and reopen, every
+/// acknowledged entry and stable value is present and intact, nothing unacknowledged appears
+/// except the whole in-flight batch, deleted entries never return, and appends work.
+pub fn wal_crash(data: &[u8]) {
+    let mut inp = Input::new(data);
+    let segment_size = [4096u64, 8192, 65536][usize::from(inp.u8() % 3)];
+    let policy = match inp.u8() % 3 {
+        0 => CrashPolicy::DropAll,
+        1 => CrashPolicy::KeepAll,
+        _ => CrashPolicy::Random(u64::from(inp.u32())),
+    };
+    let faults = match inp.u8() % 4 {
+        0 => SimFaults {
+            crash_at_op: Some(u64::from(inp.u16() % 400) + 1),
+            ..Default::default()
+        },
+        1 => SimFaults {
+            fail_sync_at: Some(u64::from(inp.u8() % 60) + 1),
+            ..Default::default()
+        },
+        2 => SimFaults {
+            enospc_after_bytes: Some(u64::from(inp.u32() % 300_000)),
+            ..Default::default()
+        },
+        _ => SimFaults::default(),
+    };
+    let vfs = SimVfs::new(7);
+    let opts = || wal_opts(&vfs, segment_size);
+    let mut wal = Wal::open(DIR, opts()).unwrap();
+    vfs.set_faults(faults);
+    let model = MemStore::new();
+    let mut in_flight = None;
+    let mut steps = 0;
+    while !inp.is_empty() && steps < 200 {
+        steps += 1;
+        let op = next_op(
+            &mut inp,
+            model.first_index().unwrap(),
+            model.last_index().unwrap(),
+        );
+        if let Op::Reopen = op {
+            drop(wal);
+            match Wal::open(DIR, opts()) {
+                Ok(w) => wal = w,
+                Err(_) => {
+                    vfs.crash(policy);
+                    wal = Wal::open(DIR, opts())
+                        .unwrap_or_else(|e| panic!("recovery after a failed reopen: {e}"));
+                    break;
+                }
+            }
+            continue;
+        }
+        match apply_wal(&wal, &op) {
+            Ok(()) => apply_model(&model, &op)
+                .unwrap_or_else(|e| panic!("WAL accepted {op:?}, the model refused: {e}")),
+            Err(Error::OutOfOrder { .. } | Error::InvalidRange { .. }) => {
+                assert!(
+                    apply_model(&model, &op).is_err(),
+                    "WAL refused {op:?}, the model accepted"
+                )
+            }
+            Err(_) => {
+                in_flight = Some(op);
+                assert!(
+                    matches!(
+                        wal.set_u64(b"x", 1),
+                        Err(Error::Poisoned | Error::Io { .. })
+                    ),
+                    "a write after a failure was accepted"
+                );
+                break;
+            }
+        }
+    }
+    drop(wal);
+    vfs.crash(policy);
+    let wal = Wal::open(DIR, opts()).unwrap_or_else(|e| panic!("recovery failed: {e}"));
+    let ok = same(&wal, &model)
+        || in_flight.as_ref().is_some_and(|op| {
+            let after = copy_model(&model);
+            apply_model(&after, op).is_ok() && same(&wal, &after)
+        });
+    assert!(ok, "recovered state is wrong; in flight: {in_flight:?}");
+    let last = wal.last_index().unwrap();
+    wal.store_logs(&[entry(last + 1, 9, 10)])
+        .unwrap_or_else(|e| panic!("append after recovery: {e}"));
+    assert_eq!(wal.get_log(last + 1).unwrap(), entry(last + 1, 9, 10));
+}
+
+/// Target 3: crash anywhere in create/write/commit/reap; afterwards `list` shows only whole
+/// snapshots, each reads back with a valid checksum, and the newest committed one survives.
+pub fn snapshot_crash(data: &[u8]) {
+    let mut inp = Input::new(data);
+    let vfs = SimVfs::new(3);
+    let dir = Path::new("/fz/snaps");
+    let retain = usize::from(inp.u8() % 3) + 1;
+    let open = || FileSnapshotStore::open_with(dir, retain, Arc::new(vfs.clone()));
+    let mut store = open().unwrap();
+    let policy = match inp.u8() % 3 {
+        0 => CrashPolicy::DropAll,
+        1 => CrashPolicy::KeepAll,
+        _ => CrashPolicy::Random(u64::from(inp.u16())),
+    };
+    vfs.set_faults(match inp.u8() % 3 {
+        0 => SimFaults {
+            crash_at_op: Some(u64::from(inp.u8()) + 1),
+            ..Default::default()
+        },
+        1 => SimFaults {
+            enospc_after_bytes: Some(u64::from(inp.u32() % 400_000)),
+            ..Default::default()
+        },
+        _ => SimFaults::default(),
+    });
+    let content = |index: u64, len: usize| -> Vec<u8> {
+        (0..len).map(|i| (index as usize * 31 + i) as u8).collect()
+    };
+    let mut committed: Vec<SnapshotMeta> = Vec::new();
+    let mut index = 0u64;
+    let mut steps = 0;
+    while !inp.is_empty() && steps < 30 && !vfs.is_dead() {
+        steps += 1;
+        index += 1;
+        let len = usize::from(inp.u16()) * 7;
+        let action = inp.u8() % 4;
+        if action == 3 {
+            // Reopen (the store holds no lock, so the old handle can simply be replaced).
+            match open() {
+                Ok(s) => store = s,
+                Err(_) => break,
+            }
+            continue;
+        }
+        let Ok(mut sink) = store.create(index, 1, b"conf", index) else {
+            break;
+        };
+        if sink.write_all(&content(index, len)).is_err() {
+            break;
+        }
+        match action {
+            0 => {
+                let _ = sink.cancel();
+            }
+            1 => drop(sink),
+            _ => match sink.commit() {
+                Ok(m) => committed.push(m),
+                Err(_) => break,
+            },
+        }
+    }
+    drop(store);
+    vfs.crash(policy);
+    let store = open().unwrap_or_else(|e| panic!("reopen after crash: {e}"));
+    let list = store.list().unwrap();
+    for m in &list {
+        let (_, r) = store
+            .open(&m.id)
+            .unwrap_or_else(|e| panic!("listed but unopenable: {e}"));
+        let got =
+            raftwal_snapshot::read_all(r).unwrap_or_else(|e| panic!("listed but unreadable: {e}"));
+        assert_eq!(
+            got,
+            content(m.index, m.size as usize),
+            "snapshot {} has wrong data",
+            m.id
+        );
+    }
+    if let Some(newest) = committed.last() {
+        assert!(
+            list.iter().any(|m| m.id == newest.id),
+            "the newest committed snapshot {} is gone; listed {list:?}",
+            newest.id
+        );
+    }
+    assert!(
+        list.len() <= retain.max(1) + 1,
+        "retention ignored: {list:?}"
+    );
+    for n in vfs.list(dir).unwrap() {
+        assert!(!n.ends_with(".tmp") && !n.ends_with(".del"), "leftover {n}");
+    }
+}
