@@ -187,11 +187,11 @@ fn next_op(inp: &mut Input<'_>, first: u64, last: u64) -> Op {
         0..=4 => {
             let t = inp.u8();
             Op::Write {
-                truncate_after: (t % 5 == 0 && last > 0).then(|| pick(inp.u32())),
+                truncate_after: (t.is_multiple_of(5) && last > 0).then(|| pick(inp.u32())),
                 count: u64::from(inp.u8() % 6),
                 size: [0usize, 1, 40, 300, 2000, 5000][usize::from(inp.u8() % 6)],
                 term: u64::from(inp.u8() % 4) + 1,
-                stable: (t % 3 == 0).then(|| (inp.u8() % 3, u64::from(inp.u32()))),
+                stable: t.is_multiple_of(3).then(|| (inp.u8() % 3, u64::from(inp.u32()))),
             }
         }
         5 => Op::DeleteHead(pick(inp.u32())),
