@@ -257,6 +257,8 @@ fn quick_bench_reports_every_figure_as_json() {
         "concurrent appenders=2",
         "pipelined writer",
         "append 1MiB batches",
+        "append 1MiB batches (sparse segments)",
+        "append 1MiB batches + compaction",
         "get_log random (sealed)",
         "get_log sequential (sealed)",
         "get_log random (active)",

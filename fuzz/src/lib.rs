@@ -60,7 +60,7 @@ fn wal_opts(vfs: &SimVfs, segment_size: u64) -> WalOptions {
     WalOptions::default()
         .segment_size(segment_size)
         .background_prepare(false)
-        .vfs(Arc::new(vfs.clone()))
+        .vfs(Arc::new(vfs.process()))
 }
 
 fn entry(index: u64, term: u64, len: usize) -> LogEntry {
@@ -191,7 +191,9 @@ fn next_op(inp: &mut Input<'_>, first: u64, last: u64) -> Op {
                 count: u64::from(inp.u8() % 6),
                 size: [0usize, 1, 40, 300, 2000, 5000][usize::from(inp.u8() % 6)],
                 term: u64::from(inp.u8() % 4) + 1,
-                stable: t.is_multiple_of(3).then(|| (inp.u8() % 3, u64::from(inp.u32()))),
+                stable: t
+                    .is_multiple_of(3)
+                    .then(|| (inp.u8() % 3, u64::from(inp.u32()))),
             }
         }
         5 => Op::DeleteHead(pick(inp.u32())),
@@ -368,7 +370,7 @@ pub fn snapshot_crash(data: &[u8]) {
     let vfs = SimVfs::new(3);
     let dir = Path::new("/fz/snaps");
     let retain = usize::from(inp.u8() % 3) + 1;
-    let open = || FileSnapshotStore::open_with(dir, retain, Arc::new(vfs.clone()));
+    let open = || FileSnapshotStore::open_with(dir, retain, Arc::new(vfs.process()));
     let mut store = open().unwrap();
     let policy = match inp.u8() % 3 {
         0 => CrashPolicy::DropAll,

@@ -310,6 +310,17 @@ pub fn index_name(seq: u64) -> String {
     format!("{seq:016x}.idx")
 }
 
+/// The file name of a retired segment file kept for reuse.
+pub fn free_name(seq: u64) -> String {
+    format!("{seq:016x}.free")
+}
+
+/// Parses a retired segment file name.
+pub fn parse_free(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(".free")?;
+    (stem.len() == 16).then(|| u64::from_str_radix(stem, 16).ok())?
+}
+
 /// Parses a segment or index file name into `(seq, is_index)`.
 pub fn parse_name(name: &str) -> Option<(u64, bool)> {
     let (stem, ext) = name.split_once('.')?;

@@ -27,8 +27,8 @@ use std::sync::Arc;
 use crate::batch::{Bounds, Step};
 use crate::error::CorruptKind;
 use crate::format::{
-    decode_frame, index_name, parse_name, segment_name, FrameType, SegmentHeader, LOCK, MANIFEST,
-    MANIFEST_TMP, SEGMENT_HEADER_LEN,
+    decode_frame, index_name, parse_free, parse_name, segment_name, FrameType, SegmentHeader, LOCK,
+    MANIFEST, MANIFEST_TMP, SEGMENT_HEADER_LEN,
 };
 use crate::manifest::Manifest;
 use crate::segment::{
@@ -80,6 +80,8 @@ pub(crate) struct Recovered {
     pub report: RecoveryReport,
     /// The next segment, if an earlier run prepared it and it is intact.
     pub prepared: Option<preallocate::Prepared>,
+    /// Retired segment files kept for reuse.
+    pub free: Vec<PathBuf>,
 }
 
 fn corrupt(path: &Path, offset: u64, kind: CorruptKind) -> Error {
@@ -92,7 +94,11 @@ fn corrupt(path: &Path, offset: u64, kind: CorruptKind) -> Error {
 }
 
 fn is_ours(name: &str) -> bool {
-    name == LOCK || name == MANIFEST || name == MANIFEST_TMP || parse_name(name).is_some()
+    name == LOCK
+        || name == MANIFEST
+        || name == MANIFEST_TMP
+        || parse_name(name).is_some()
+        || parse_free(name).is_some()
 }
 
 fn map_file(vfs: &dyn Vfs, path: &Path, mode: OpenMode) -> Result<(Arc<dyn VfsFile>, Mapped)> {
@@ -124,7 +130,15 @@ fn check_header(path: &Path, data: &[u8], seq: u64, epoch: u64) -> Result<()> {
 
 /// Creates a brand-new WAL in `dir` (which holds nothing of value).
 fn create(vfs: &dyn Vfs, dir: &Path, opts: &WalOptions) -> Result<Manifest> {
-    let seg = preallocate::prepare(vfs, dir, 1, opts.segment_size, opts.zero_fill)?;
+    let seg = preallocate::prepare(
+        vfs,
+        dir,
+        1,
+        opts.segment_size,
+        preallocate::Source::New {
+            zero_fill: opts.zero_fill,
+        },
+    )?;
     let m = Manifest {
         generation: 1,
         next_seq: 2,
@@ -273,21 +287,22 @@ fn replay_batch(st: &mut LogState, ops: &[reader::Op<'_>]) -> Result<(), Corrupt
     Ok(())
 }
 
-/// The position of the last non-zero byte, scanning eight bytes at a time.
-fn last_nonzero(b: &[u8]) -> Option<usize> {
-    let words = b.len() / 8;
-    let tail = &b[words * 8..];
-    if let Some(p) = tail.iter().rposition(|&x| x != 0) {
-        return Some(words * 8 + p);
+/// The end of the last frame at or after `from` (on frame alignment) that verifies with
+/// `epoch`.
+fn last_valid_frame_end(data: &[u8], epoch: u64, from: u64) -> Option<u64> {
+    let mut end = None;
+    let mut pos = from as usize;
+    while pos + crate::format::FRAME_HEADER_LEN <= data.len() {
+        // Cheap filters before the checksum: a known type byte and a length that fits.
+        let t = data[pos + 4];
+        if (1..=6).contains(&t) {
+            if let Ok(f) = decode_frame(&data[pos..], epoch) {
+                end = Some(pos as u64 + f.size);
+            }
+        }
+        pos += crate::format::FRAME_ALIGN;
     }
-    let w = b[..words * 8]
-        .chunks_exact(8)
-        .rposition(|c| c != [0u8; 8])?;
-    let p = b[w * 8..w * 8 + 8]
-        .iter()
-        .rposition(|&x| x != 0)
-        .unwrap_or(0);
-    Some(w * 8 + p)
+    end
 }
 
 /// Loads the clean-close index of the tail segment, or `None` if it is missing, damaged or not
@@ -523,19 +538,22 @@ pub(crate) fn recover(dir: &Path, opts: &WalOptions) -> Result<Recovered> {
     // After a clean close with nothing written since, the rest of the segment is known to be
     // untouched zeros and synced: nothing to check or repair.
     let clean = start > SEGMENT_HEADER_LEN && committed_end == start && !stopped && {
-        let z = (start + 64).min(data.len() as u64) as usize;
+        let z = (start + crate::format::FRAME_HEADER_LEN as u64).min(data.len() as u64) as usize;
         data[start as usize..z].iter().all(|&b| b == 0)
     };
-    // Otherwise zero whatever follows the last committed batch, so that no stale frame can
-    // ever be replayed as part of a later batch.
+    // Otherwise zero every frame after the last committed batch that still verifies with this
+    // segment's epoch, so that no stale frame can ever be replayed as part of a later batch.
+    // (Frames of an older epoch, in a recycled file, can never verify; fragments that do not
+    // verify now cannot start verifying later, since new writes only overwrite them.)
     let dirty_end = if clean {
         None
     } else {
-        last_nonzero(&data[committed_end as usize..]).map(|p| committed_end + p as u64 + 1)
+        last_valid_frame_end(data, epoch, committed_end)
     };
     let capacity = data.len() as u64;
     drop(tail_map);
     let mut prepared = None;
+    let mut free = Vec::new();
     if !opts.read_only {
         if let Some(dirty_end) = dirty_end {
             let zeros = vec![0u8; (dirty_end - committed_end).min(1 << 20) as usize];
@@ -564,10 +582,14 @@ pub(crate) fn recover(dir: &Path, opts: &WalOptions) -> Result<Recovered> {
         prepared = preallocate::reuse(vfs, dir, manifest.next_seq, opts.segment_size);
         let names = vfs.list(dir).map_err(|e| Error::io("list", dir, e))?;
         for n in names {
+            if parse_free(&n).is_some() && free.len() < opts.recycle_segments {
+                free.push(dir.join(&n));
+                continue;
+            }
             let stale = match parse_name(&n) {
                 Some((seq, false)) if prepared.is_some() && seq == manifest.next_seq => false,
                 Some((seq, _)) => !live.contains(&seq),
-                None => n == MANIFEST_TMP,
+                None => n == MANIFEST_TMP || parse_free(&n).is_some(),
             };
             if stale {
                 let p = dir.join(&n);
@@ -588,5 +610,6 @@ pub(crate) fn recover(dir: &Path, opts: &WalOptions) -> Result<Recovered> {
         capacity,
         report,
         prepared,
+        free,
     })
 }

@@ -11,7 +11,7 @@ use crate::error::CorruptKind;
 use crate::format::{decode_frame, index_name, SEGMENT_HEADER_LEN};
 use crate::manifest::{Manifest, SegmentRecord};
 use crate::recovery::{recover, write_index, RecoveryReport};
-use crate::segment::preallocate::{self, Next};
+use crate::segment::preallocate::{self, Next, Source};
 use crate::segment::{reader, writer, ActiveIndex, Loc, Sealed, SealedRef};
 use crate::vfs::VfsFile;
 use crate::{
@@ -110,7 +110,12 @@ struct Writer {
     /// The manifest as of the start of the active segment.
     base: Manifest,
     next: Next,
+    /// Retired segment files kept for reuse.
+    free: Vec<PathBuf>,
 }
+
+/// Zero bytes written after every batch.
+const TERMINATOR: u64 = crate::format::FRAME_HEADER_LEN as u64;
 
 /// The longest a sync leader waits for its group to gather.
 const MAX_GROUP_DELAY: Duration = Duration::from_micros(500);
@@ -200,6 +205,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Where the next segment comes from: a retired file if one is kept, else a new one.
+fn next_source(free: &mut Vec<PathBuf>, opts: &WalOptions) -> Source {
+    match free.pop() {
+        Some(p) => Source::Recycle(p),
+        None => Source::New {
+            zero_fill: opts.zero_fill,
+        },
+    }
+}
+
 /// Collects `[lo, hi)` through `get`, stopping after `max_bytes` of payload but returning at
 /// least one entry.
 pub(crate) fn collect_range(
@@ -240,16 +255,20 @@ impl Wal {
         let dir = dir.as_ref().to_path_buf();
         let r = recover(&dir, &opts)?;
         let seq = r.manifest.tail_seq;
+        let mut free = r.free;
         let next = match r.prepared {
             Some(p) => Next::Ready(p),
-            None if !opts.read_only && opts.background_prepare => preallocate::spawn(
-                opts.vfs.clone(),
-                dir.clone(),
-                r.manifest.next_seq,
-                opts.segment_size,
-                opts.zero_fill,
-            )
-            .map_or(Next::None, Next::Pending),
+            None if !opts.read_only && opts.background_prepare => {
+                let source = next_source(&mut free, &opts);
+                preallocate::spawn(
+                    opts.vfs.clone(),
+                    dir.clone(),
+                    r.manifest.next_seq,
+                    opts.segment_size,
+                    source,
+                )
+                .map_or(Next::None, Next::Pending)
+            }
             None => Next::None,
         };
         let writer = Writer {
@@ -263,6 +282,7 @@ impl Wal {
             written: 0,
             base: r.manifest,
             next,
+            free,
         };
         Ok(Wal {
             dir,
@@ -364,13 +384,15 @@ impl Wal {
         let bounds = self.read_state().bounds;
         let steps = plan(bounds, &batch)?;
         let mut locs = self.encode(&mut w, &steps, &batch);
+        // Every batch is followed by a zeroed frame header (overwritten by the next batch), so
+        // the log always ends in a clean stop, even in a recycled file full of old frames.
         let len = w.buf.len() as u64;
-        if w.offset + len > w.capacity {
+        if w.offset + len + TERMINATOR > w.capacity {
             if w.offset > SEGMENT_HEADER_LEN {
                 self.rotate(&mut w).inspect_err(|_| self.poison())?;
                 locs = self.encode(&mut w, &steps, &batch);
             }
-            let need = w.offset + w.buf.len() as u64;
+            let need = w.offset + w.buf.len() as u64 + TERMINATOR;
             if need > w.capacity {
                 // A batch larger than a segment: this segment grows to hold it.
                 w.file.set_len(need).map_err(|e| {
@@ -381,11 +403,13 @@ impl Wal {
             }
         }
         let offset = w.offset;
+        let len = w.buf.len() as u64;
+        w.buf.resize(len as usize + TERMINATOR as usize, 0);
         if let Err(e) = w.file.write_all_at(&w.buf, offset) {
             self.poison();
             return Err(Error::io("write", &w.path, e));
         }
-        w.offset += w.buf.len() as u64;
+        w.offset += len;
         w.written += 1;
         self.written.store(w.written, Ordering::Release);
         let ticket = Ticket(w.written);
@@ -481,13 +505,16 @@ impl Wal {
         // 3. The next segment.
         let next = match w.next.take() {
             Some(p) => p?,
-            None => preallocate::prepare(
-                vfs,
-                &self.dir,
-                w.base.next_seq,
-                self.opts.segment_size,
-                self.opts.zero_fill,
-            )?,
+            None => {
+                let source = next_source(&mut w.free, &self.opts);
+                preallocate::prepare(
+                    vfs,
+                    &self.dir,
+                    w.base.next_seq,
+                    self.opts.segment_size,
+                    source,
+                )?
+            }
         };
         // 4. The manifest names the new tail; its base state is the state now.
         let new_ref = active.end().map(|end| SealedRef {
@@ -550,14 +577,15 @@ impl Wal {
         self.durable_offset
             .store(SEGMENT_HEADER_LEN, Ordering::Release);
         self.durable_seg.store(w.seq, Ordering::Release);
-        self.remove_segments(&dead);
+        self.remove_segments(w, &dead);
         if self.opts.background_prepare {
+            let source = next_source(&mut w.free, &self.opts);
             w.next = preallocate::spawn(
                 self.opts.vfs.clone(),
                 self.dir.clone(),
                 w.base.next_seq,
                 self.opts.segment_size,
-                self.opts.zero_fill,
+                source,
             )
             .map_or(Next::None, Next::Pending);
         }
@@ -565,16 +593,34 @@ impl Wal {
         Ok(())
     }
 
-    /// Removes the files of segments the durable manifest no longer names. Failures are only
-    /// logged: a leftover file is removed at the next open.
-    fn remove_segments(&self, seqs: &[u64]) {
+    /// Retires the files of segments the durable manifest no longer names: each is kept for
+    /// reuse (renamed to `{seq}.free`) while the pool has room, otherwise removed. Failures are
+    /// only logged: a leftover file is dealt with at the next open.
+    fn remove_segments(&self, w: &mut Writer, seqs: &[u64]) {
+        let vfs = self.opts.vfs.as_ref();
         for &seq in seqs {
-            for name in [crate::format::segment_name(seq), index_name(seq)] {
-                let p = self.dir.join(name);
-                if let Err(e) = self.opts.vfs.remove_file(&p) {
-                    if e.kind() != std::io::ErrorKind::NotFound {
-                        tracing::warn!(file = %p.display(), error = %e, "could not remove segment file");
+            let idx = self.dir.join(index_name(seq));
+            if let Err(e) = vfs.remove_file(&idx) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(file = %idx.display(), error = %e, "could not remove index file");
+                }
+            }
+            let seg = self.dir.join(crate::format::segment_name(seq));
+            if w.free.len() < self.opts.recycle_segments {
+                let to = self.dir.join(crate::format::free_name(seq));
+                match vfs.rename(&seg, &to) {
+                    Ok(()) => {
+                        w.free.push(to);
+                        continue;
                     }
+                    Err(e) => {
+                        tracing::warn!(file = %seg.display(), error = %e, "could not retire segment file")
+                    }
+                }
+            }
+            if let Err(e) = vfs.remove_file(&seg) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(file = %seg.display(), error = %e, "could not remove segment file");
                 }
             }
         }
@@ -592,7 +638,19 @@ impl Wal {
         m.sealed.retain(|s| !dead.contains(&s.seq));
         m.write(self.opts.vfs.as_ref(), &self.dir)?;
         w.base = m;
-        self.remove_segments(&dead);
+        self.remove_segments(w, &dead);
+        // A background preparation that is not running yet can use a retired file instead.
+        if matches!(w.next, Next::None) && self.opts.background_prepare && !w.free.is_empty() {
+            let source = next_source(&mut w.free, &self.opts);
+            w.next = preallocate::spawn(
+                self.opts.vfs.clone(),
+                self.dir.clone(),
+                w.base.next_seq,
+                self.opts.segment_size,
+                source,
+            )
+            .map_or(Next::None, Next::Pending);
+        }
         Ok(())
     }
 

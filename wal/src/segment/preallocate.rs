@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crate::format::{segment_name, SegmentHeader, SEGMENT_HEADER_LEN};
+use crate::format::{segment_name, SegmentHeader, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
 use crate::vfs::{OpenMode, Vfs, VfsFile};
 use crate::{Error, Result};
 
@@ -72,42 +72,71 @@ pub(crate) fn new_epoch(seq: u64) -> u64 {
     RandomState::new().hash_one((seq, std::time::SystemTime::now()))
 }
 
+/// Where a new segment's file comes from.
+#[derive(Debug, Clone)]
+pub(crate) enum Source {
+    /// A new file, zero-filled (or only sized, if `zero_fill` is false).
+    New { zero_fill: bool },
+    /// A retired segment file (`{seq}.free`): its blocks are already written, so it needs no
+    /// filling; its old frames carry an old epoch and can never verify again.
+    Recycle(PathBuf),
+}
+
 /// Prepares segment `seq` synchronously.
 pub(crate) fn prepare(
     vfs: &dyn Vfs,
     dir: &Path,
     seq: u64,
     size: u64,
-    zero_fill: bool,
+    source: Source,
 ) -> Result<Prepared> {
     let path = dir.join(segment_name(seq));
     let io = |op| {
         let path = path.clone();
         move |e| Error::io(op, path, e)
     };
-    let file = vfs
-        .open(&path, OpenMode::CreateTruncate)
-        .map_err(io("create segment"))?;
+    let file = match &source {
+        Source::Recycle(from) => {
+            vfs.rename(from, &path).map_err(io("recycle segment"))?;
+            let f = vfs
+                .open(&path, OpenMode::ReadWrite)
+                .map_err(io("open recycled segment"))?;
+            if f.len().map_err(io("stat segment"))? != size {
+                f.set_len(size).map_err(io("size segment"))?;
+            }
+            f
+        }
+        Source::New { zero_fill } => {
+            let f = vfs
+                .open(&path, OpenMode::CreateTruncate)
+                .map_err(io("create segment"))?;
+            if *zero_fill {
+                const CHUNK: u64 = 1 << 20;
+                let zeros = vec![0u8; CHUNK as usize];
+                let mut off = SEGMENT_HEADER_LEN;
+                while off < size {
+                    let n = CHUNK.min(size - off) as usize;
+                    f.write_all_at(&zeros[..n], off)
+                        .map_err(io("zero-fill segment"))?;
+                    off += n as u64;
+                }
+            } else {
+                f.set_len(size).map_err(io("size segment"))?;
+            }
+            f
+        }
+    };
     let epoch = new_epoch(seq);
     let header = SegmentHeader {
         seq,
         epoch,
         base_hint: 0,
     };
-    if zero_fill {
-        const CHUNK: u64 = 1 << 20;
-        let zeros = vec![0u8; CHUNK as usize];
-        let mut off = SEGMENT_HEADER_LEN;
-        while off < size {
-            let n = CHUNK.min(size - off) as usize;
-            file.write_all_at(&zeros[..n], off)
-                .map_err(io("zero-fill segment"))?;
-            off += n as u64;
-        }
-    } else {
-        file.set_len(size).map_err(io("size segment"))?;
-    }
-    file.write_all_at(&header.encode(), 0)
+    // The first frame slot is zeroed with the header, so even a recycled file reads as an
+    // empty segment from the first byte after the header.
+    let mut first = header.encode().to_vec();
+    first.resize(SEGMENT_HEADER_LEN as usize + FRAME_HEADER_LEN, 0);
+    file.write_all_at(&first, 0)
         .map_err(io("write segment header"))?;
     file.sync_all().map_err(io("fsync segment"))?;
     vfs.sync_dir(dir).map_err(io("fsync directory"))?;
@@ -127,10 +156,10 @@ pub(crate) fn spawn(
     dir: PathBuf,
     seq: u64,
     size: u64,
-    zero_fill: bool,
+    source: Source,
 ) -> Option<JoinHandle<Result<Prepared>>> {
     std::thread::Builder::new()
         .name("raftwal-prealloc".into())
-        .spawn(move || prepare(vfs.as_ref(), &dir, seq, size, zero_fill))
+        .spawn(move || prepare(vfs.as_ref(), &dir, seq, size, source))
         .ok()
 }

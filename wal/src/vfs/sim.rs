@@ -88,6 +88,8 @@ const ROOT: u64 = 0;
 #[derive(Debug, Clone)]
 pub struct SimVfs {
     state: Arc<Mutex<State>>,
+    /// For a [`SimVfs::process`] handle: the boot it belongs to.
+    pin: Option<u64>,
 }
 
 impl Default for SimVfs {
@@ -199,6 +201,7 @@ impl SimVfs {
         current.insert(ROOT, BTreeMap::new());
         let durable = current.clone();
         SimVfs {
+            pin: None,
             state: Arc::new(Mutex::new(State {
                 generation: 0,
                 next_dir: 1,
@@ -213,6 +216,25 @@ impl SimVfs {
                 rng: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
             })),
         }
+    }
+
+    /// A handle for one "process": it works until the next [`SimVfs::crash`], after which every
+    /// operation through it fails, as no thread of a crashed process survives the crash. Give
+    /// the store under test a process handle; keep the unpinned one for the test itself.
+    pub fn process(&self) -> SimVfs {
+        SimVfs {
+            state: self.state.clone(),
+            pin: Some(lock(&self.state).generation),
+        }
+    }
+
+    /// The state, after checking that this handle's process has not crashed.
+    fn live(&self) -> io::Result<MutexGuard<'_, State>> {
+        let s = lock(&self.state);
+        if self.pin.is_some_and(|p| p != s.generation) {
+            return Err(eio("this process did not survive a simulated crash"));
+        }
+        Ok(s)
     }
 
     /// Installs faults and restarts their counters.
@@ -503,7 +525,7 @@ impl Drop for SimLock {
 impl Vfs for SimVfs {
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn VfsFile>> {
         let inode = {
-            let mut s = lock(&self.state);
+            let mut s = self.live()?;
             s.check_alive(s.generation)?;
             let (dir, name) = s.parent_and_name(path)?;
             let existing = s.current.get(&dir).and_then(|d| d.get(&name)).cloned();
@@ -547,7 +569,7 @@ impl Vfs for SimVfs {
     }
 
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        let mut s = lock(&self.state);
+        let mut s = self.live()?;
         let g = s.generation;
         s.check_alive(g)?;
         let mut dir = ROOT;
@@ -576,7 +598,7 @@ impl Vfs for SimVfs {
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
-        let mut s = lock(&self.state);
+        let mut s = self.live()?;
         let g = s.generation;
         s.mutate(g)?;
         let (dir, name) = s.parent_and_name(path)?;
@@ -592,7 +614,7 @@ impl Vfs for SimVfs {
     }
 
     fn remove_dir(&self, path: &Path) -> io::Result<()> {
-        let mut s = lock(&self.state);
+        let mut s = self.live()?;
         let g = s.generation;
         s.mutate(g)?;
         let (dir, name) = s.parent_and_name(path)?;
@@ -617,7 +639,7 @@ impl Vfs for SimVfs {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let mut s = lock(&self.state);
+        let mut s = self.live()?;
         let g = s.generation;
         s.mutate(g)?;
         let (fd, fname) = s.parent_and_name(from)?;
@@ -642,7 +664,7 @@ impl Vfs for SimVfs {
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        let s = lock(&self.state);
+        let s = self.live()?;
         s.check_alive(s.generation)?;
         match s.lookup(dir)? {
             Some(Node::Dir(id)) => Ok(s
@@ -659,7 +681,7 @@ impl Vfs for SimVfs {
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        let mut s = lock(&self.state);
+        let mut s = self.live()?;
         let g = s.generation;
         s.mutate(g)?;
         s.syncs += 1;
@@ -677,7 +699,7 @@ impl Vfs for SimVfs {
     }
 
     fn kind(&self, path: &Path) -> io::Result<Option<FileKind>> {
-        let s = lock(&self.state);
+        let s = self.live()?;
         s.check_alive(s.generation)?;
         Ok(match s.lookup(path) {
             Ok(Some(Node::Dir(_))) => Some(FileKind::Dir),
@@ -687,7 +709,7 @@ impl Vfs for SimVfs {
     }
 
     fn lock(&self, path: &Path) -> io::Result<Box<dyn Send + Sync>> {
-        let mut s = lock(&self.state);
+        let mut s = self.live()?;
         let g = s.generation;
         s.check_alive(g)?;
         let (dir, name) = s.parent_and_name(path)?;

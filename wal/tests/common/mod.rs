@@ -77,7 +77,7 @@ impl SimHarness {
     pub fn opts(&self) -> WalOptions {
         WalOptions::default()
             .segment_size(self.segment_size)
-            .vfs(Arc::new(self.vfs.clone()))
+            .vfs(Arc::new(self.vfs.process()))
     }
     pub fn try_open(&self) -> raftwal_wal::Result<Wal> {
         Wal::open(Path::new("/db/wal"), self.opts())
