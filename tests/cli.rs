@@ -263,7 +263,8 @@ fn quick_bench_reports_every_figure_as_json() {
         "get_log sequential (sealed)",
         "get_log random (active)",
         "snapshot write+commit",
-        "snapshot read+verify",
+        "snapshot read+verify (device)",
+        "snapshot read+verify (page cache)",
     ] {
         assert!(names.contains(&want), "missing row {want}: {names:?}");
     }

@@ -299,19 +299,8 @@ impl SnapshotStore for FileSnapshotStore {
                 what: format!("data is {len} bytes, the metadata says {}", meta.size),
             });
         }
-        Ok((
-            meta.clone(),
-            FileReader {
-                file,
-                path,
-                offset: 0,
-                size: meta.size,
-                expected: meta.checksum,
-                crc: crc32fast::Hasher::new(),
-                buf: Vec::new(),
-                pos: 0,
-            },
-        ))
+        let reader = FileReader::start(file, path, meta.size, meta.checksum);
+        Ok((meta, reader))
     }
 }
 
@@ -462,61 +451,111 @@ impl Drop for FileSink {
 
 /// Streams a snapshot's data, verifying its checksum: a mismatch is an
 /// [`io::ErrorKind::InvalidData`] error no later than the end of the stream.
+///
+/// A read-ahead thread reads and checksums the next chunks while the caller consumes the
+/// current one, so the device never idles behind the checksum (at most three 1 MiB chunks are
+/// in memory).
 pub struct FileReader {
-    file: Arc<dyn VfsFile>,
     path: PathBuf,
-    offset: u64,
-    size: u64,
-    expected: u32,
-    crc: crc32fast::Hasher,
+    chunks: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
     buf: Vec<u8>,
     pos: usize,
+    done: bool,
+    _thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for FileReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FileReader")
             .field("path", &self.path)
-            .field("offset", &self.offset)
-            .field("size", &self.size)
+            .field("done", &self.done)
             .finish_non_exhaustive()
+    }
+}
+
+impl FileReader {
+    fn start(file: Arc<dyn VfsFile>, path: PathBuf, size: u64, expected: u32) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel(2);
+        let p = path.clone();
+        let produce = move || {
+            let mut crc = crc32fast::Hasher::new();
+            let mut offset = 0u64;
+            loop {
+                let n = (size - offset).min(CHUNK as u64) as usize;
+                let mut chunk = vec![0u8; n];
+                if let Err(e) = file.read_exact_at(&mut chunk, offset) {
+                    let _ = tx.send(Err(io::Error::new(
+                        e.kind(),
+                        format!("{} at offset {offset}: {e}", p.display()),
+                    )));
+                    return;
+                }
+                crc.update(&chunk);
+                offset += n as u64;
+                // The last chunk is held back until the whole checksum is verified, so a
+                // corrupt snapshot never reaches a clean end of stream.
+                if offset == size {
+                    let actual = crc.clone().finalize();
+                    if actual != expected {
+                        let _ = tx.send(Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            Error::Corrupt {
+                                path: p.clone(),
+                                offset: 0,
+                                what: format!(
+                                    "data checksum mismatch: stored {expected:#010x}, computed {actual:#010x}"
+                                ),
+                            },
+                        )));
+                        return;
+                    }
+                }
+                if tx.send(Ok(chunk)).is_err() || offset == size {
+                    return; // done, or the reader was dropped
+                }
+            }
+        };
+        let thread = std::thread::Builder::new()
+            .name("raftwal-snap-read".into())
+            .spawn(produce);
+        let (thread, chunks) = match thread {
+            Ok(t) => (Some(t), rx),
+            Err(e) => {
+                let (tx, rx) = std::sync::mpsc::sync_channel(1);
+                let _ = tx.send(Err(e));
+                (None, rx)
+            }
+        };
+        FileReader {
+            path,
+            chunks,
+            buf: Vec::new(),
+            pos: 0,
+            done: false,
+            _thread: thread,
+        }
     }
 }
 
 impl Read for FileReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         if self.pos == self.buf.len() {
-            if self.offset == self.size {
+            if self.done {
                 return Ok(0);
             }
-            let n = (self.size - self.offset).min(CHUNK as u64) as usize;
-            self.buf.resize(n, 0);
-            self.file
-                .read_exact_at(&mut self.buf, self.offset)
-                .map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!("{} at offset {}: {e}", self.path.display(), self.offset),
-                    )
-                })?;
-            self.crc.update(&self.buf);
-            self.offset += n as u64;
-            self.pos = 0;
-            if self.offset == self.size {
-                let actual = self.crc.clone().finalize();
-                if actual != self.expected {
-                    self.buf.clear();
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        Error::Corrupt {
-                            path: self.path.clone(),
-                            offset: 0,
-                            what: format!(
-                                "data checksum mismatch: stored {:#010x}, computed {actual:#010x}",
-                                self.expected
-                            ),
-                        },
-                    ));
+            match self.chunks.recv() {
+                Ok(Ok(chunk)) => {
+                    self.buf = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                // The producer finished: every chunk was delivered and verified.
+                Err(_) => {
+                    self.done = true;
+                    return Ok(0);
                 }
             }
         }

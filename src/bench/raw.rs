@@ -101,3 +101,19 @@ pub fn files_in(dir: &Path) -> io::Result<Vec<PathBuf>> {
     v.sort();
     Ok(v)
 }
+
+/// Drops `path`'s pages from the page cache (after they were synced), so the next read comes
+/// from the device: `posix_fadvise(POSIX_FADV_DONTNEED)`. Best effort.
+///
+/// # Errors
+/// Opening the file.
+pub fn evict(path: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = File::open(path)?;
+    f.sync_all()?;
+    // SAFETY: a plain advisory syscall on a file descriptor we own for its whole duration.
+    unsafe {
+        libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+    }
+    Ok(())
+}
