@@ -61,6 +61,10 @@ enum Cmd {
         /// Write every figure and the machine description as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Draw latency percentiles and throughput per batch size (with the raw disk's limit)
+        /// as SVG.
+        #[arg(long)]
+        plot: Option<PathBuf>,
         /// No progress bars.
         #[arg(long)]
         no_progress: bool,
@@ -120,6 +124,7 @@ fn main() -> ExitCode {
         sync: SyncArg::Fdatasync,
         phase_secs: None,
         json: None,
+        plot: None,
         no_progress: false,
     }) {
         Cmd::Bench {
@@ -133,6 +138,7 @@ fn main() -> ExitCode {
             sync,
             phase_secs,
             json,
+            plot,
             no_progress,
         } => (|| -> Result<ExitCode, Box<dyn std::error::Error + Send + Sync>> {
             let dir = match dir {
@@ -187,6 +193,9 @@ fn main() -> ExitCode {
             if let Some(p) = json {
                 std::fs::write(&p, serde_json::to_string_pretty(&rep)?)
                     .map_err(|e| format!("{}: {e}", p.display()))?;
+            }
+            if let Some(p) = plot {
+                bench::plot::svg(&rep, &p).map_err(|e| format!("{}: {e}", p.display()))?;
             }
             Ok(ExitCode::SUCCESS)
         })(),

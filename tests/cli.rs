@@ -218,6 +218,7 @@ fn clear_errors_on_bad_paths_and_arguments() {
 fn quick_bench_reports_every_figure_as_json() {
     let d = tempfile::tempdir().unwrap();
     let json = d.path().join("bench.json");
+    let svg = d.path().join("bench.svg");
     let o = raftwal(&[
         "bench",
         "--quick",
@@ -229,6 +230,8 @@ fn quick_bench_reports_every_figure_as_json() {
         d.path().to_str().unwrap(),
         "--json",
         json.to_str().unwrap(),
+        "--plot",
+        svg.to_str().unwrap(),
         "--no-progress",
     ]);
     assert!(o.status.success(), "{}", text(&o));
@@ -301,10 +304,19 @@ fn quick_bench_reports_every_figure_as_json() {
             assert!(r["fsyncs"].as_u64().unwrap() >= 1, "{name}");
         }
     }
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        plot.contains("<svg") && plot.contains("durable append latency"),
+        "plot"
+    );
     // The temporary directory is cleaned up.
-    let left: Vec<_> = std::fs::read_dir(d.path())
+    let mut left: Vec<_> = std::fs::read_dir(d.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(left, vec![std::ffi::OsString::from("bench.json")]);
+    left.sort();
+    assert_eq!(
+        left,
+        vec![std::ffi::OsString::from("bench.json"), "bench.svg".into()]
+    );
 }

@@ -8,6 +8,7 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod machine;
+pub mod plot;
 pub mod raw;
 
 use std::io::{Read, Write};
