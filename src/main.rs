@@ -61,6 +61,10 @@ enum Cmd {
         /// Write every figure and the machine description as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Also run the workloads against another engine, side by side (needs the
+        /// `compare-raft-engine` cargo feature).
+        #[arg(long, value_enum)]
+        compare: Option<CompareWith>,
         /// Draw latency percentiles and throughput per batch size (with the raw disk's limit)
         /// as SVG.
         #[arg(long)]
@@ -105,6 +109,12 @@ enum Cmd {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum CompareWith {
+    /// TiKV's raft-engine.
+    RaftEngine,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum Format {
     Text,
     Json,
@@ -124,6 +134,7 @@ fn main() -> ExitCode {
         sync: SyncArg::Fdatasync,
         phase_secs: None,
         json: None,
+        compare: None,
         plot: None,
         no_progress: false,
     }) {
@@ -138,6 +149,7 @@ fn main() -> ExitCode {
             sync,
             phase_secs,
             json,
+            compare,
             plot,
             no_progress,
         } => (|| -> Result<ExitCode, Box<dyn std::error::Error + Send + Sync>> {
@@ -146,6 +158,11 @@ fn main() -> ExitCode {
                 None => std::env::current_dir()?,
             };
             bench::check_dir(&dir)?;
+            if compare.is_some() && !cfg!(feature = "compare-raft-engine") {
+                return Err("this build has no raft-engine: rebuild with \
+                            `cargo run --release --features compare-raft-engine -- bench --compare raft-engine`"
+                    .into());
+            }
             if threads.is_empty() || threads.contains(&0) {
                 return Err("--threads needs positive counts".into());
             }
@@ -181,6 +198,7 @@ fn main() -> ExitCode {
                     snapshot_bytes
                 },
                 progress: !no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                compare_raft_engine: matches!(compare, Some(CompareWith::RaftEngine)),
             };
             eprintln!(
                 "raftwal bench: ≈{:.0} s in a temporary directory under {}",

@@ -7,6 +7,8 @@
 // against.
 #![allow(clippy::disallowed_methods)]
 
+#[cfg(feature = "compare-raft-engine")]
+pub mod compare;
 pub mod machine;
 pub mod plot;
 pub mod raw;
@@ -47,6 +49,23 @@ pub struct Config {
     pub snapshot_bytes: u64,
     /// Show progress bars.
     pub progress: bool,
+    /// Also run the workloads against TiKV's raft-engine (feature `compare-raft-engine`).
+    pub compare_raft_engine: bool,
+}
+
+/// One workload run against raftwal and against raft-engine.
+#[derive(Debug, Clone, Serialize)]
+pub struct CompareRow {
+    /// The workload.
+    pub workload: String,
+    /// The unit of both figures.
+    pub unit: String,
+    /// raftwal's figure.
+    pub raftwal: f64,
+    /// raft-engine's figure.
+    pub raft_engine: f64,
+    /// How many times better raftwal is (for times: theirs / ours; for rates: ours / theirs).
+    pub ratio: f64,
 }
 
 /// One line of the report.
@@ -101,6 +120,8 @@ pub struct Report {
     pub config: String,
     /// The measurements.
     pub rows: Vec<Row>,
+    /// raftwal against raft-engine, when `--compare raft-engine` ran.
+    pub comparison: Vec<CompareRow>,
     /// Total wall time.
     pub total_seconds: f64,
 }
@@ -615,6 +636,7 @@ pub fn run(cfg: &Config) -> Result<Report, Error> {
         Some("raw sequential read (page cache)"),
     );
 
+    let comparison = compare(cfg, root, &r)?;
     if let Some(b) = &r.bar {
         b.finish_and_clear();
     }
@@ -627,8 +649,31 @@ pub fn run(cfg: &Config) -> Result<Report, Error> {
         machine: machine::describe(root),
         config: format!("{cfg:?}"),
         rows: r.rows,
+        comparison,
         total_seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+#[cfg(feature = "compare-raft-engine")]
+fn compare(cfg: &Config, root: &Path, r: &Runner<'_>) -> Result<Vec<CompareRow>, Error> {
+    if !cfg.compare_raft_engine {
+        return Ok(Vec::new());
+    }
+    compare::run(root, cfg.phase, cfg.entry_size, cfg.log_bytes, |m| {
+        if let Some(b) = &r.bar {
+            b.set_message(m.to_string());
+        }
+    })
+}
+
+#[cfg(not(feature = "compare-raft-engine"))]
+fn compare(cfg: &Config, _root: &Path, _r: &Runner<'_>) -> Result<Vec<CompareRow>, Error> {
+    if cfg.compare_raft_engine {
+        return Err("this build has no raft-engine: rebuild with \
+                    `cargo run --release --features compare-raft-engine -- bench --compare raft-engine`"
+            .into());
+    }
+    Ok(Vec::new())
 }
 
 /// Renders the report as a table.
@@ -683,6 +728,22 @@ pub fn table(rep: &Report) -> String {
             r.ratio.map_or("-".into(), |v| format!("{v:.2}")),
             r.baseline.as_deref().unwrap_or(""),
         ));
+    }
+    if !rep.comparison.is_empty() {
+        s.push_str(&format!(
+            "\n{:<34} {:>14} {:>14} {:>10}\n",
+            "raftwal vs raft-engine", "raftwal", "raft-engine", "raftwal is"
+        ));
+        for c in &rep.comparison {
+            s.push_str(&format!(
+                "{:<34} {:>14} {:>14} {:>9.2}x   ({})\n",
+                c.workload,
+                format!("{:.1}", c.raftwal),
+                format!("{:.1}", c.raft_engine),
+                c.ratio,
+                c.unit
+            ));
+        }
     }
     s.push_str(&format!("\ntotal {:.1} s\n", rep.total_seconds));
     s
