@@ -60,5 +60,5 @@ pub use error::{CorruptKind, Error, Result};
 pub use mem::MemStore;
 pub use options::{RecoveryMode, SyncMode, WalOptions};
 pub use recovery::{DroppedRange, RecoveryReport};
-pub use store::{LogStore, StableStore};
+pub use store::{BatchStore, LogStore, StableStore};
 pub use wal::{SegmentInfo, Wal, WalStats};

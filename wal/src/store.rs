@@ -79,3 +79,63 @@ pub trait StableStore: Send + Sync {
         }
     }
 }
+
+/// A store that commits a [`crate::WriteBatch`] atomically: what a Raft layer needs to persist a
+/// round's entries (cutting a conflicting tail) and its hard state with one fsync.
+/// [`crate::Wal`] and [`crate::MemStore`] implement it.
+pub trait BatchStore: LogStore + StableStore {
+    /// Applies the batch atomically; durable when it returns (for stores that are durable).
+    ///
+    /// # Errors
+    /// As [`crate::Wal::write`] and [`crate::Wal::wait_durable`].
+    fn commit(&self, batch: crate::WriteBatch) -> Result<()>;
+}
+
+impl BatchStore for crate::Wal {
+    fn commit(&self, batch: crate::WriteBatch) -> Result<()> {
+        let t = self.write(batch)?;
+        self.wait_durable(t)
+    }
+}
+
+impl BatchStore for crate::MemStore {
+    fn commit(&self, batch: crate::WriteBatch) -> Result<()> {
+        self.write(&batch)
+    }
+}
+
+impl<T: BatchStore + ?Sized> BatchStore for std::sync::Arc<T> {
+    fn commit(&self, batch: crate::WriteBatch) -> Result<()> {
+        (**self).commit(batch)
+    }
+}
+
+impl<T: LogStore + ?Sized> LogStore for std::sync::Arc<T> {
+    fn first_index(&self) -> Result<u64> {
+        (**self).first_index()
+    }
+    fn last_index(&self) -> Result<u64> {
+        (**self).last_index()
+    }
+    fn get_log(&self, index: u64) -> Result<LogEntry> {
+        (**self).get_log(index)
+    }
+    fn get_logs(&self, lo: u64, hi: u64, max_bytes: u64) -> Result<Vec<LogEntry>> {
+        (**self).get_logs(lo, hi, max_bytes)
+    }
+    fn store_logs(&self, entries: &[LogEntry]) -> Result<()> {
+        (**self).store_logs(entries)
+    }
+    fn delete_range(&self, min: u64, max: u64) -> Result<()> {
+        (**self).delete_range(min, max)
+    }
+}
+
+impl<T: StableStore + ?Sized> StableStore for std::sync::Arc<T> {
+    fn set(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        (**self).set(key, value)
+    }
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        (**self).get(key)
+    }
+}

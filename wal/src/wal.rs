@@ -757,7 +757,7 @@ impl Wal {
     }
 
     /// `write` then `wait_durable`.
-    fn commit(&self, batch: WriteBatch) -> Result<()> {
+    fn write_durable(&self, batch: WriteBatch) -> Result<()> {
         let t = self.write(batch)?;
         self.wait_durable(t)
     }
@@ -956,7 +956,7 @@ impl LogStore for Wal {
     }
 
     fn store_logs(&self, entries: &[LogEntry]) -> Result<()> {
-        self.commit(WriteBatch::from_entries(entries.to_vec()))
+        self.write_durable(WriteBatch::from_entries(entries.to_vec()))
     }
 
     fn delete_range(&self, min: u64, max: u64) -> Result<()> {
@@ -965,7 +965,7 @@ impl LogStore for Wal {
         let Some(batch) = delete_batch(bounds, min, max)? else {
             return Ok(());
         };
-        self.commit(batch)?;
+        self.write_durable(batch)?;
         let mut w = lock(&self.writer);
         self.check_writable()?;
         self.drop_dead_segments(&mut w)
@@ -977,7 +977,7 @@ impl StableStore for Wal {
     fn set(&self, key: &[u8], value: &[u8]) -> Result<()> {
         let mut b = WriteBatch::new();
         b.set(key, value);
-        self.commit(b)
+        self.write_durable(b)
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {

@@ -1,0 +1,415 @@
+//! `raft::Storage` over the raftwal stores: [`RaftStorage`].
+//!
+//! Raft's persistent state maps onto the stores like this:
+//! - log entries: the [`LogStore`] (raft-rs entry types map one to one onto [`EntryKind`]);
+//! - `HardState` and `ConfState`: stable keys, written in the same [`WriteBatch`] as the
+//!   entries of a round, so a round costs one fsync;
+//! - the last applied snapshot's `(index, term)`: a stable key, written in the same batch that
+//!   empties the log when a snapshot is installed; its data lives in the [`SnapshotStore`], and
+//!   [`raft::Storage::snapshot`] returns its metadata with the snapshot's *id* as `data`, so the
+//!   bytes can be streamed out of band instead of inside one Raft message.
+
+use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMetadata};
+use raft::{GetEntriesContext, RaftState, StorageError};
+use raftwal_snapshot::SnapshotStore;
+use raftwal_wal::{BatchStore, EntryKind, LogEntry, WriteBatch};
+
+/// Stable key of the encoded `HardState`.
+pub const HARD_STATE_KEY: &[u8] = b"raft/hard_state";
+/// Stable key of the encoded `ConfState`.
+pub const CONF_STATE_KEY: &[u8] = b"raft/conf_state";
+/// Stable key of the last applied snapshot's `(index, term)`.
+pub const SNAPSHOT_KEY: &[u8] = b"raft/snapshot";
+
+/// Errors of the adapter's own write helpers.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The log store failed.
+    #[error(transparent)]
+    Log(#[from] raftwal_wal::Error),
+    /// The snapshot store failed.
+    #[error(transparent)]
+    Snapshot(#[from] raftwal_snapshot::Error),
+    /// A stored Raft state did not decode.
+    #[error("stored {what} does not decode: {detail}")]
+    Decode {
+        /// Which state.
+        what: &'static str,
+        /// The decoder's message.
+        detail: String,
+    },
+}
+
+fn store_err(e: impl std::error::Error + Send + Sync + 'static) -> raft::Error {
+    raft::Error::Store(StorageError::Other(Box::new(e)))
+}
+
+/// Converts a raft-rs entry into a log entry.
+pub fn to_log_entry(e: &Entry) -> LogEntry {
+    LogEntry {
+        index: e.index,
+        term: e.term,
+        kind: match e.get_entry_type() {
+            EntryType::EntryNormal => EntryKind::Normal,
+            EntryType::EntryConfChange => EntryKind::ConfChange,
+            EntryType::EntryConfChangeV2 => EntryKind::ConfChangeV2,
+        },
+        data: e.data.to_vec(),
+        context: e.context.to_vec(),
+    }
+}
+
+/// Converts a log entry into a raft-rs entry.
+pub fn to_raft_entry(e: LogEntry) -> Entry {
+    let mut out = Entry {
+        index: e.index,
+        term: e.term,
+        data: e.data.into(),
+        context: e.context.into(),
+        ..Default::default()
+    };
+    out.set_entry_type(match e.kind {
+        EntryKind::Normal | EntryKind::Noop => EntryType::EntryNormal,
+        EntryKind::ConfChange => EntryType::EntryConfChange,
+        EntryKind::ConfChangeV2 => EntryType::EntryConfChangeV2,
+    });
+    out
+}
+
+fn decode<M: protobuf::Message>(what: &'static str, b: &[u8]) -> Result<M, Error> {
+    let mut m = M::new();
+    m.merge_from_bytes(b).map_err(|e| Error::Decode {
+        what,
+        detail: e.to_string(),
+    })?;
+    Ok(m)
+}
+
+fn encode(m: &impl protobuf::Message) -> Vec<u8> {
+    // Encoding a well-formed in-memory message cannot fail; an empty value would be caught by
+    // the decoder on restart.
+    m.write_to_bytes().unwrap_or_default()
+}
+
+/// Encodes a `ConfState` for [`SnapshotStore::create`]'s `configuration`.
+pub fn encode_conf_state(cs: &ConfState) -> Vec<u8> {
+    encode(cs)
+}
+
+/// `raft::Storage` over a [`BatchStore`] (for example [`raftwal_wal::Wal`]) and a
+/// [`SnapshotStore`]. Besides the trait, it offers the writes a Raft node makes: append a round
+/// (entries, cutting a conflicting tail, and the hard state, atomically), install a snapshot,
+/// compact.
+///
+/// An application driving its own raft-rs `RawNode` can use it directly:
+///
+/// ```
+/// use raft::eraftpb::ConfState;
+/// use raft::{Config, RawNode, Storage};
+/// use raftwal_glue::RaftStorage;
+/// use raftwal_snapshot::MemSnapshotStore;
+/// use raftwal_wal::{MemStore, Wal, WalOptions};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let wal = Wal::open(dir.path(), WalOptions::default().segment_size(1 << 20)).unwrap();
+/// let storage = RaftStorage::new(wal, MemSnapshotStore::new(1).unwrap());
+/// storage.initialize(&ConfState { voters: vec![1], ..Default::default() }).unwrap();
+///
+/// let logger = slog::Logger::root(slog::Discard, slog::o!());
+/// let config = Config { id: 1, ..Default::default() };
+/// let mut node = RawNode::new(&config, storage, &logger).unwrap();
+/// node.campaign().unwrap();
+/// let mut applied = Vec::new();
+/// for round in 0..10 {
+///     if round == 3 {
+///         node.propose(vec![], b"put x=1".to_vec()).unwrap();
+///     }
+///     if !node.has_ready() {
+///         continue;
+///     }
+///     let mut ready = node.ready();
+///     // Persist the round's entries and hard state with one commit record and one fsync.
+///     node.store().append(ready.entries(), ready.hs()).unwrap();
+///     applied.extend(ready.take_committed_entries());
+///     let mut light = node.advance(ready);
+///     if let Some(commit) = light.commit_index() {
+///         node.store().set_commit(commit).unwrap();
+///     }
+///     applied.extend(light.take_committed_entries());
+///     node.advance_apply();
+/// }
+/// assert!(applied.iter().any(|e| &e.data[..] == b"put x=1"));
+/// assert!(node.store().last_index().unwrap() >= 2);
+/// ```
+#[derive(Debug)]
+pub struct RaftStorage<L, S> {
+    log: L,
+    snapshots: S,
+}
+
+impl<L: BatchStore, S: SnapshotStore> RaftStorage<L, S> {
+    /// Wraps the stores.
+    pub fn new(log: L, snapshots: S) -> Self {
+        RaftStorage { log, snapshots }
+    }
+
+    /// The log store.
+    pub fn log(&self) -> &L {
+        &self.log
+    }
+
+    /// The snapshot store.
+    pub fn snapshots(&self) -> &S {
+        &self.snapshots
+    }
+
+    /// Bootstraps a brand-new node with this configuration (term 1, as raft-rs expects of
+    /// identical initial states on every node of a new cluster).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn initialize(&self, conf: &ConfState) -> Result<(), Error> {
+        let hs = HardState {
+            term: 1,
+            ..Default::default()
+        };
+        let mut b = WriteBatch::new();
+        b.set(CONF_STATE_KEY, &encode(conf))
+            .set(HARD_STATE_KEY, &encode(&hs));
+        Ok(self.log.commit(b)?)
+    }
+
+    /// Whether this node has any persisted Raft state (so it restarts rather than bootstraps).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn is_initialized(&self) -> Result<bool, Error> {
+        Ok(self.log.get(CONF_STATE_KEY)?.is_some())
+    }
+
+    /// Persists a round: entries (cutting any conflicting tail first) and the hard state, in
+    /// one atomic, durable batch.
+    ///
+    /// # Errors
+    /// Store errors; nothing is written then.
+    pub fn append(&self, entries: &[Entry], hs: Option<&HardState>) -> Result<(), Error> {
+        let mut b = WriteBatch::new();
+        if let Some(first) = entries.first() {
+            let last = self.log.last_index()?;
+            if last != 0 && first.index <= last {
+                b.truncate_after(first.index - 1);
+            }
+            b.extend(entries.iter().map(to_log_entry));
+        }
+        if let Some(hs) = hs {
+            b.set(HARD_STATE_KEY, &encode(hs));
+        }
+        if b.is_empty() {
+            return Ok(());
+        }
+        Ok(self.log.commit(b)?)
+    }
+
+    /// The persisted hard state.
+    ///
+    /// # Errors
+    /// Store or decode errors.
+    pub fn hard_state(&self) -> Result<HardState, Error> {
+        match self.log.get(HARD_STATE_KEY)? {
+            Some(b) => decode("HardState", &b),
+            None => Ok(HardState::default()),
+        }
+    }
+
+    /// The persisted configuration.
+    ///
+    /// # Errors
+    /// Store or decode errors.
+    pub fn conf_state(&self) -> Result<ConfState, Error> {
+        match self.log.get(CONF_STATE_KEY)? {
+            Some(b) => decode("ConfState", &b),
+            None => Ok(ConfState::default()),
+        }
+    }
+
+    /// Persists a new commit index (from a light ready).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn set_commit(&self, commit: u64) -> Result<(), Error> {
+        let mut hs = self.hard_state()?;
+        hs.commit = commit;
+        self.append(&[], Some(&hs))
+    }
+
+    /// Persists a configuration applied from a committed conf change.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn set_conf_state(&self, cs: &ConfState) -> Result<(), Error> {
+        let mut b = WriteBatch::new();
+        b.set(CONF_STATE_KEY, &encode(cs));
+        Ok(self.log.commit(b)?)
+    }
+
+    /// The last applied snapshot's `(index, term)`, `(0, 0)` if none.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn snapshot_mark(&self) -> Result<(u64, u64), Error> {
+        match self.log.get(SNAPSHOT_KEY)? {
+            Some(b) if b.len() == 16 => {
+                let mut i = [0u8; 8];
+                let mut t = [0u8; 8];
+                i.copy_from_slice(&b[..8]);
+                t.copy_from_slice(&b[8..]);
+                Ok((u64::from_le_bytes(i), u64::from_le_bytes(t)))
+            }
+            Some(b) => Err(Error::Decode {
+                what: "snapshot mark",
+                detail: format!("{} bytes, 16 expected", b.len()),
+            }),
+            None => Ok((0, 0)),
+        }
+    }
+
+    /// Installs a snapshot whose data is already durable in the snapshot store: in one atomic
+    /// batch, the log is emptied (the next entry follows the snapshot), and the snapshot mark,
+    /// configuration and hard state (commit ≥ the snapshot's index) are recorded.
+    ///
+    /// # Errors
+    /// Store errors; nothing changes then.
+    pub fn apply_snapshot(&self, meta: &SnapshotMetadata) -> Result<(), Error> {
+        let mut hs = self.hard_state()?;
+        hs.term = hs.term.max(meta.term);
+        hs.commit = hs.commit.max(meta.index);
+        let mut mark = meta.index.to_le_bytes().to_vec();
+        mark.extend_from_slice(&meta.term.to_le_bytes());
+        let mut b = WriteBatch::new();
+        let first = self.log.first_index()?;
+        if self.log.last_index()? != 0 {
+            b.truncate_after(first - 1);
+        }
+        b.set(SNAPSHOT_KEY, &mark)
+            .set(CONF_STATE_KEY, &encode(meta.get_conf_state()))
+            .set(HARD_STATE_KEY, &encode(&hs));
+        Ok(self.log.commit(b)?)
+    }
+
+    /// Records a snapshot taken locally (its data durable in the store) and compacts the log
+    /// up to `compact_to` (≤ the snapshot's index), keeping the entries after it.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn compact(
+        &self,
+        snapshot_index: u64,
+        snapshot_term: u64,
+        compact_to: u64,
+    ) -> Result<(), Error> {
+        let mut mark = snapshot_index.to_le_bytes().to_vec();
+        mark.extend_from_slice(&snapshot_term.to_le_bytes());
+        let mut b = WriteBatch::new();
+        b.set(SNAPSHOT_KEY, &mark);
+        self.log.commit(b)?;
+        let first = self.log.first_index()?;
+        let upto = compact_to.min(snapshot_index);
+        if first != 0 && upto >= first {
+            self.log.delete_range(first, upto)?;
+        }
+        Ok(())
+    }
+
+    fn first(&self) -> Result<u64, Error> {
+        let f = self.log.first_index()?;
+        Ok(if f == 0 {
+            self.snapshot_mark()?.0 + 1
+        } else {
+            f
+        })
+    }
+
+    fn last(&self) -> Result<u64, Error> {
+        let l = self.log.last_index()?;
+        Ok(if l == 0 { self.snapshot_mark()?.0 } else { l })
+    }
+}
+
+impl<L: BatchStore, S: SnapshotStore> raft::Storage for RaftStorage<L, S> {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState {
+            hard_state: self.hard_state().map_err(store_err)?,
+            conf_state: self.conf_state().map_err(store_err)?,
+        })
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        let first = self.first().map_err(store_err)?;
+        if low < first {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.last().map_err(store_err)? + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        if low >= high {
+            return Ok(Vec::new());
+        }
+        let max = max_size.into().unwrap_or(u64::MAX);
+        let v = self.log.get_logs(low, high, max).map_err(store_err)?;
+        Ok(v.into_iter().map(to_raft_entry).collect())
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        let (snap_index, snap_term) = self.snapshot_mark().map_err(store_err)?;
+        if idx == snap_index {
+            return Ok(snap_term);
+        }
+        let first = self.first().map_err(store_err)?;
+        let last = self.last().map_err(store_err)?;
+        if idx < first {
+            return if idx == 0 {
+                Ok(0)
+            } else {
+                Err(raft::Error::Store(StorageError::Compacted))
+            };
+        }
+        if idx > last {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        Ok(self.log.get_log(idx).map_err(store_err)?.term)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        self.first().map_err(store_err)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        self.last().map_err(store_err)
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let list = self.snapshots.list().map_err(store_err)?;
+        let Some(m) = list.into_iter().next().filter(|m| m.index >= request_index) else {
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        };
+        let conf: ConfState = decode("ConfState", &m.configuration).map_err(store_err)?;
+        let mut s = Snapshot {
+            data: m.id.into_bytes().into(),
+            ..Default::default()
+        };
+        let meta = s.mut_metadata();
+        meta.index = m.index;
+        meta.term = m.term;
+        meta.set_conf_state(conf);
+        Ok(s)
+    }
+}

@@ -1,0 +1,302 @@
+//! `RaftStorage`: raft::Storage semantics over the stores, and raft-rs `RawNode`s replicating,
+//! restarting and catching up on it over real `Wal`s.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::collections::VecDeque;
+use std::io::Write;
+
+use raft::eraftpb::{ConfState, Entry, HardState, Message, SnapshotMetadata};
+use raft::{Config, GetEntriesContext, RawNode, StateRole, Storage, StorageError};
+use raftwal_glue::RaftStorage;
+use raftwal_snapshot::{MemSnapshotStore, SnapshotSink, SnapshotStore};
+use raftwal_wal::{MemStore, Wal, WalOptions};
+
+fn ent(index: u64, term: u64) -> Entry {
+    Entry {
+        index,
+        term,
+        data: format!("e{index}t{term}").into_bytes().into(),
+        ..Default::default()
+    }
+}
+
+fn is(e: raft::Error, want: StorageError) -> bool {
+    matches!(e, raft::Error::Store(ref s) if std::mem::discriminant(s) == std::mem::discriminant(&want))
+}
+
+#[test]
+fn storage_semantics() {
+    let s = RaftStorage::new(MemStore::new(), MemSnapshotStore::new(2).unwrap());
+    assert!(!s.is_initialized().unwrap());
+    let conf = ConfState {
+        voters: vec![1, 2, 3],
+        ..Default::default()
+    };
+    s.initialize(&conf).unwrap();
+    assert!(s.is_initialized().unwrap());
+    let st = s.initial_state().unwrap();
+    assert_eq!(st.conf_state, conf);
+    assert_eq!(st.hard_state.term, 1);
+    assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (1, 0));
+    assert_eq!(s.term(0).unwrap(), 0);
+
+    let hs = HardState {
+        term: 1,
+        vote: 2,
+        commit: 3,
+        ..Default::default()
+    };
+    s.append(&(1..=10).map(|i| ent(i, 1)).collect::<Vec<_>>(), Some(&hs))
+        .unwrap();
+    assert_eq!(s.initial_state().unwrap().hard_state, hs);
+    assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (1, 10));
+    let got = s
+        .entries(2, 5, None, GetEntriesContext::empty(false))
+        .unwrap();
+    assert_eq!(got, vec![ent(2, 1), ent(3, 1), ent(4, 1)]);
+    let one = s
+        .entries(2, 5, Some(0), GetEntriesContext::empty(false))
+        .unwrap();
+    assert_eq!(one.len(), 1, "at least one entry whatever max_size");
+    assert!(is(
+        s.entries(2, 12, None, GetEntriesContext::empty(false))
+            .unwrap_err(),
+        StorageError::Unavailable
+    ));
+    assert!(is(s.term(11).unwrap_err(), StorageError::Unavailable));
+
+    // A conflicting tail is cut in the same batch as the new entries.
+    s.append(&[ent(6, 2), ent(7, 2)], None).unwrap();
+    assert_eq!(s.last_index().unwrap(), 7);
+    assert_eq!(s.term(6).unwrap(), 2);
+    assert_eq!(s.term(5).unwrap(), 1);
+
+    // A local snapshot at 5, log compacted to 4 (keeping a trailing entry).
+    s.compact(5, 1, 4).unwrap();
+    assert_eq!(s.first_index().unwrap(), 5);
+    assert_eq!(s.term(5).unwrap(), 1);
+    assert!(is(s.term(3).unwrap_err(), StorageError::Compacted));
+    assert!(is(
+        s.entries(3, 6, None, GetEntriesContext::empty(false))
+            .unwrap_err(),
+        StorageError::Compacted
+    ));
+
+    // Snapshot retrieval: none stored yet, then the newest one, referenced by id.
+    assert!(is(
+        s.snapshot(5, 2).unwrap_err(),
+        StorageError::SnapshotTemporarilyUnavailable
+    ));
+    let mut sink = s
+        .snapshots()
+        .create(5, 1, &raftwal_glue::encode_conf_state(&conf), 1)
+        .unwrap();
+    sink.write_all(b"state at 5").unwrap();
+    let meta = sink.commit().unwrap();
+    let snap = s.snapshot(5, 2).unwrap();
+    assert_eq!(snap.get_metadata().index, 5);
+    assert_eq!(snap.get_metadata().get_conf_state(), &conf);
+    assert_eq!(&snap.data[..], meta.id.as_bytes());
+    assert!(is(
+        s.snapshot(6, 2).unwrap_err(),
+        StorageError::SnapshotTemporarilyUnavailable
+    ));
+
+    // Installing a leader's snapshot empties the log atomically.
+    let mut m = SnapshotMetadata {
+        index: 20,
+        term: 3,
+        ..Default::default()
+    };
+    m.set_conf_state(conf.clone());
+    s.apply_snapshot(&m).unwrap();
+    assert_eq!(
+        (s.first_index().unwrap(), s.last_index().unwrap()),
+        (21, 20)
+    );
+    assert_eq!(s.term(20).unwrap(), 3);
+    assert_eq!(s.initial_state().unwrap().hard_state.commit, 20);
+    s.append(&[ent(21, 3)], None).unwrap();
+    assert_eq!(s.last_index().unwrap(), 21);
+}
+
+type Store = RaftStorage<Wal, MemSnapshotStore>;
+
+struct Peer {
+    id: u64,
+    dir: std::path::PathBuf,
+    node: Option<RawNode<Store>>,
+    applied: Vec<Vec<u8>>,
+}
+
+fn logger() -> slog::Logger {
+    slog::Logger::root(slog::Discard, slog::o!())
+}
+
+fn open_node(id: u64, dir: &std::path::Path, bootstrap: bool) -> RawNode<Store> {
+    let wal = Wal::open(dir, WalOptions::default().segment_size(64 << 10)).unwrap();
+    let s = RaftStorage::new(wal, MemSnapshotStore::new(1).unwrap());
+    if bootstrap {
+        s.initialize(&ConfState {
+            voters: vec![1, 2, 3],
+            ..Default::default()
+        })
+        .unwrap();
+    }
+    // The state machine in this test is in memory, so a restarted node re-applies the log
+    // from the start (applied = 0).
+    let cfg = Config {
+        id,
+        election_tick: 10,
+        heartbeat_tick: 2,
+        check_quorum: true,
+        pre_vote: true,
+        ..Default::default()
+    };
+    RawNode::new(&cfg, s, &logger()).unwrap()
+}
+
+/// One round for a peer: the synchronous Ready protocol, persisting each round with one batch.
+fn handle_ready(p: &mut Peer, out: &mut VecDeque<Message>) {
+    let Some(node) = p.node.as_mut() else {
+        return;
+    };
+    if !node.has_ready() {
+        return;
+    }
+    let mut rd = node.ready();
+    out.extend(rd.take_messages()); // the leader sends before its own fsync
+    assert_eq!(
+        rd.snapshot().get_metadata().index,
+        0,
+        "no snapshots in this test"
+    );
+    node.store().append(rd.entries(), rd.hs()).unwrap();
+    for e in rd.take_committed_entries() {
+        if !e.data.is_empty() {
+            p.applied.push(e.data.to_vec());
+        }
+    }
+    out.extend(rd.take_persisted_messages()); // acknowledgements only after the fsync
+    let mut light = node.advance(rd);
+    if let Some(c) = light.commit_index() {
+        node.store().set_commit(c).unwrap();
+    }
+    out.extend(light.take_messages());
+    for e in light.take_committed_entries() {
+        if !e.data.is_empty() {
+            p.applied.push(e.data.to_vec());
+        }
+    }
+    node.advance_apply();
+}
+
+fn run(peers: &mut [Peer], rounds: usize) {
+    let mut q = VecDeque::new();
+    for _ in 0..rounds {
+        for p in peers.iter_mut() {
+            if let Some(n) = p.node.as_mut() {
+                n.tick();
+            }
+        }
+        for _ in 0..3 {
+            for p in peers.iter_mut() {
+                handle_ready(p, &mut q);
+            }
+            while let Some(m) = q.pop_front() {
+                if let Some(n) = peers
+                    .iter_mut()
+                    .find(|p| p.id == m.to)
+                    .and_then(|p| p.node.as_mut())
+                {
+                    let _ = n.step(m);
+                }
+            }
+        }
+    }
+}
+
+fn leader(peers: &[Peer]) -> Option<usize> {
+    peers.iter().position(|p| {
+        p.node
+            .as_ref()
+            .is_some_and(|n| n.raft.state == StateRole::Leader)
+    })
+}
+
+fn propose(peers: &mut [Peer], l: usize, data: Vec<u8>) {
+    peers[l]
+        .node
+        .as_mut()
+        .unwrap()
+        .propose(vec![], data)
+        .unwrap();
+    run(peers, 1);
+}
+
+#[test]
+fn three_nodes_replicate_restart_and_catch_up_on_wal() {
+    let d = tempfile::tempdir().unwrap();
+    let mut peers: Vec<Peer> = (1..=3)
+        .map(|id| {
+            let dir = d.path().join(format!("n{id}"));
+            Peer {
+                id,
+                node: Some(open_node(id, &dir, true)),
+                dir,
+                applied: Vec::new(),
+            }
+        })
+        .collect();
+    run(&mut peers, 40);
+    let l = leader(&peers).expect("a leader is elected");
+    for i in 0..30 {
+        propose(&mut peers, l, format!("cmd{i}").into_bytes());
+    }
+    run(&mut peers, 10);
+    for p in &peers {
+        assert_eq!(p.applied.len(), 30, "node {}", p.id);
+    }
+
+    // Crash a follower (everything in memory lost), keep writing, restart it from its WAL.
+    let f = (l + 1) % 3;
+    peers[f].node = None;
+    for i in 30..50 {
+        propose(&mut peers, l, format!("cmd{i}").into_bytes());
+    }
+    let dir = peers[f].dir.clone();
+    peers[f].node = Some(open_node(peers[f].id, &dir, false));
+    peers[f].applied.clear();
+    run(&mut peers, 30);
+    let mut want: Vec<Vec<u8>> = (0..50).map(|i| format!("cmd{i}").into_bytes()).collect();
+    assert_eq!(peers[l].applied, want);
+    assert_eq!(
+        peers[f].applied, want,
+        "the restarted follower caught up from its WAL"
+    );
+
+    // Crash the leader: the others elect a new one and keep the log; the old leader rejoins.
+    let old = l;
+    peers[old].node = None;
+    run(&mut peers, 60);
+    let l2 = leader(&peers).expect("a new leader is elected");
+    assert_ne!(l2, old);
+    propose(&mut peers, l2, b"after".to_vec());
+    run(&mut peers, 10);
+    let dir = peers[old].dir.clone();
+    peers[old].node = Some(open_node(peers[old].id, &dir, false));
+    peers[old].applied.clear();
+    run(&mut peers, 40);
+    want.push(b"after".to_vec());
+    let last = peers[l2]
+        .node
+        .as_ref()
+        .unwrap()
+        .store()
+        .last_index()
+        .unwrap();
+    for p in &peers {
+        assert_eq!(p.applied, want, "node {}", p.id);
+        assert_eq!(p.node.as_ref().unwrap().store().last_index().unwrap(), last);
+    }
+}
