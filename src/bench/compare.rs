@@ -101,24 +101,22 @@ fn appends(s: &dyn Subject, phase: Duration, n: u64, size: usize) -> Result<f64,
     Ok((next - 1) as f64 / start.elapsed().as_secs_f64())
 }
 
-/// `threads` concurrent single-entry appenders for `phase`; returns entries per second.
-fn concurrent_ours(dir: &Path, threads: usize, phase: Duration, size: usize) -> Result<f64, Error> {
-    let wal = Arc::new(Wal::open(dir, WalOptions::default())?);
-    let next = Arc::new(Mutex::new(1u64));
+/// Runs `threads` closed-loop writers for `phase`: thread `t` calls `op(t, n)` for its `n`-th
+/// durable single-entry append (n from 0). Returns entries per second.
+fn closed_loop(
+    threads: usize,
+    phase: Duration,
+    op: impl Fn(usize, u64) -> Result<(), Error> + Send + Sync + 'static,
+) -> Result<f64, Error> {
+    let op = Arc::new(op);
     let stop = Arc::new(AtomicBool::new(false));
     let hs: Vec<_> = (0..threads)
-        .map(|_| {
-            let (wal, next, stop) = (wal.clone(), next.clone(), stop.clone());
+        .map(|t| {
+            let (op, stop) = (op.clone(), stop.clone());
             std::thread::spawn(move || -> Result<u64, Error> {
                 let mut n = 0;
                 while !stop.load(Ordering::Relaxed) {
-                    let t = {
-                        let mut g = next.lock().map_err(|_| "lock poisoned")?;
-                        let e = LogEntry::new(*g, 1, vec![1; size]);
-                        *g += 1;
-                        wal.write(WriteBatch::from_entries(vec![e]))?
-                    };
-                    wal.wait_durable(t)?;
+                    op(t, n)?;
                     n += 1;
                 }
                 Ok(n)
@@ -135,35 +133,32 @@ fn concurrent_ours(dir: &Path, threads: usize, phase: Duration, size: usize) -> 
     Ok(total as f64 / start.elapsed().as_secs_f64())
 }
 
+/// raftwal's writers share one log: a lock around `write` only, durability awaited outside it.
+fn concurrent_ours(dir: &Path, threads: usize, phase: Duration, size: usize) -> Result<f64, Error> {
+    let wal = Wal::open(dir, WalOptions::default())?;
+    let next = Mutex::new(1u64);
+    closed_loop(threads, phase, move |_, _| {
+        let t = {
+            let mut g = next.lock().map_err(|_| "lock poisoned")?;
+            let e = LogEntry::new(*g, 1, vec![1; size]);
+            *g += 1;
+            wal.write(WriteBatch::from_entries(vec![e]))?
+        };
+        Ok(wal.wait_durable(t)?)
+    })
+}
+
+/// raft-engine's writers each own a Raft group and write with `sync = true`.
 fn concurrent_theirs(
     dir: &Path,
     threads: usize,
     phase: Duration,
     size: usize,
 ) -> Result<f64, Error> {
-    let eng = Arc::new(open_theirs(dir)?);
-    let stop = Arc::new(AtomicBool::new(false));
-    let hs: Vec<_> = (0..threads)
-        .map(|t| {
-            let (eng, stop) = (eng.clone(), stop.clone());
-            std::thread::spawn(move || -> Result<u64, Error> {
-                let mut n = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    eng.append(t as u64 + 1, n + 1, 1, size)?;
-                    n += 1;
-                }
-                Ok(n)
-            })
-        })
-        .collect();
-    let start = Instant::now();
-    std::thread::sleep(phase);
-    stop.store(true, Ordering::Relaxed);
-    let mut total = 0;
-    for h in hs {
-        total += h.join().map_err(|_| "writer panicked")??;
-    }
-    Ok(total as f64 / start.elapsed().as_secs_f64())
+    let eng = open_theirs(dir)?;
+    closed_loop(threads, phase, move |t, n| {
+        eng.append(t as u64 + 1, n + 1, 1, size)
+    })
 }
 
 /// Random reads over `[1, last]` for `phase`; returns reads per second.

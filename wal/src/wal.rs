@@ -205,6 +205,23 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Starts preparing segment `seq` in the background, from a retired file if one is kept; or
+/// leaves it to be prepared at rotation when background preparation is off (or fails to start).
+fn start_next(opts: &WalOptions, dir: &Path, seq: u64, free: &mut Vec<PathBuf>) -> Next {
+    if opts.read_only || !opts.background_prepare {
+        return Next::None;
+    }
+    let source = next_source(free, opts);
+    preallocate::spawn(
+        opts.vfs.clone(),
+        dir.to_path_buf(),
+        seq,
+        opts.segment_size,
+        source,
+    )
+    .map_or(Next::None, Next::Pending)
+}
+
 /// Where the next segment comes from: a retired file if one is kept, else a new one.
 fn next_source(free: &mut Vec<PathBuf>, opts: &WalOptions) -> Source {
     match free.pop() {
@@ -258,18 +275,7 @@ impl Wal {
         let mut free = r.free;
         let next = match r.prepared {
             Some(p) => Next::Ready(p),
-            None if !opts.read_only && opts.background_prepare => {
-                let source = next_source(&mut free, &opts);
-                preallocate::spawn(
-                    opts.vfs.clone(),
-                    dir.clone(),
-                    r.manifest.next_seq,
-                    opts.segment_size,
-                    source,
-                )
-                .map_or(Next::None, Next::Pending)
-            }
-            None => Next::None,
+            None => start_next(&opts, &dir, r.manifest.next_seq, &mut free),
         };
         let writer = Writer {
             file: r.tail_file,
@@ -578,17 +584,7 @@ impl Wal {
             .store(SEGMENT_HEADER_LEN, Ordering::Release);
         self.durable_seg.store(w.seq, Ordering::Release);
         self.remove_segments(w, &dead);
-        if self.opts.background_prepare {
-            let source = next_source(&mut w.free, &self.opts);
-            w.next = preallocate::spawn(
-                self.opts.vfs.clone(),
-                self.dir.clone(),
-                w.base.next_seq,
-                self.opts.segment_size,
-                source,
-            )
-            .map_or(Next::None, Next::Pending);
-        }
+        w.next = start_next(&self.opts, &self.dir, w.base.next_seq, &mut w.free);
         self.stats.rotations.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -640,16 +636,8 @@ impl Wal {
         w.base = m;
         self.remove_segments(w, &dead);
         // A background preparation that is not running yet can use a retired file instead.
-        if matches!(w.next, Next::None) && self.opts.background_prepare && !w.free.is_empty() {
-            let source = next_source(&mut w.free, &self.opts);
-            w.next = preallocate::spawn(
-                self.opts.vfs.clone(),
-                self.dir.clone(),
-                w.base.next_seq,
-                self.opts.segment_size,
-                source,
-            )
-            .map_or(Next::None, Next::Pending);
+        if matches!(w.next, Next::None) && !w.free.is_empty() {
+            w.next = start_next(&self.opts, &self.dir, w.base.next_seq, &mut w.free);
         }
         Ok(())
     }
