@@ -64,6 +64,22 @@ pub fn inspect(dir: &Path, snapshots: Option<&Path>, out: &mut dyn Write) -> Res
         total += s.file_size;
     }
     writeln!(out, "total segment bytes: {total}")?;
+    let m = wal.manifest();
+    writeln!(
+        out,
+        "\nmanifest: generation {}, base bounds [{}, {}), {} sealed segment(s), tail {:016x}{}, next segment {:016x}",
+        m.generation,
+        m.first,
+        m.next,
+        m.sealed.len(),
+        m.tail_seq,
+        if m.tail_from > 0 {
+            format!(" (clean-close checkpoint at offset {})", m.tail_from)
+        } else {
+            " (replayed from its start)".to_string()
+        },
+        m.next_seq
+    )?;
     let stable = wal.stable_entries();
     writeln!(out, "\nstable keys: {}", stable.len())?;
     for (k, v) in &stable {

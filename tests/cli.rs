@@ -64,6 +64,10 @@ fn inspect_verify_dump_on_a_generated_wal() {
     let t = text(&o);
     assert!(t.contains("first 1, last 300 (300 live)"), "{t}");
     assert!(t.contains("sealed") && t.contains("active"), "{t}");
+    assert!(
+        t.contains("manifest: generation") && t.contains("clean-close checkpoint"),
+        "{t}"
+    );
     assert!(t.contains("\"term\"") && t.contains("(u64 3)"), "{t}");
     assert!(t.contains("\"node-2\""), "{t}");
     assert!(

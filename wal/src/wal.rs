@@ -825,6 +825,11 @@ impl Wal {
         (checked, problems)
     }
 
+    /// The manifest as it stands on disk (the base state recovery starts from), for tools.
+    pub fn manifest(&self) -> Manifest {
+        lock(&self.writer).base.clone()
+    }
+
     /// Reads every live entry and checks its checksum, returning the number checked.
     ///
     /// # Errors
