@@ -1,0 +1,493 @@
+//! `Node`: a Raft node on its own thread, driving a raft-rs `RawNode` over [`RaftStorage`].
+//!
+//! The loop, per iteration: take every queued event (proposals and messages join the same
+//! round), tick when due, then handle the `Ready` in the order raft-rs requires:
+//! 1. send the leader's messages (it may replicate before its own fsync);
+//! 2. persist the round's entries (cutting a conflicting tail) and hard state in one batch;
+//! 3. apply committed entries and answer their proposers;
+//! 4. send the messages that acknowledge persisted state, only now;
+//! 5. advance, then send and apply what the light ready holds.
+//!
+//! A storage error stops the node: pending proposals get the error, later calls `Shutdown`.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message};
+use raft::{RawNode, StateRole};
+use raftwal_snapshot::SnapshotStore;
+use raftwal_wal::BatchStore;
+
+use crate::storage::RaftStorage;
+use crate::transport::Transport;
+
+/// Applies committed commands: the replicated state machine.
+pub trait StateMachine: Send + 'static {
+    /// Applies the command committed at `index`; the result goes back to its proposer.
+    fn apply(&mut self, index: u64, command: &[u8]) -> Vec<u8>;
+}
+
+/// How a node runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This node's id (non-zero).
+    pub id: u64,
+    /// The voters of a brand-new cluster (used only to bootstrap empty storage).
+    pub peers: Vec<u64>,
+    /// The logical clock's period.
+    pub tick: Duration,
+    /// Ticks without a leader before an election (randomised up to twice this).
+    pub election_ticks: usize,
+    /// Ticks between a leader's heartbeats.
+    pub heartbeat_ticks: usize,
+}
+
+impl Config {
+    /// Defaults: 50 ms ticks, elections after 10 ticks, heartbeats every 2.
+    pub fn new(id: u64, peers: Vec<u64>) -> Self {
+        Config {
+            id,
+            peers,
+            tick: Duration::from_millis(50),
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+        }
+    }
+}
+
+/// A node's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// Following a leader (or waiting for one).
+    #[default]
+    Follower,
+    /// Pre-voting before an election.
+    PreCandidate,
+    /// Campaigning.
+    Candidate,
+    /// Leading.
+    Leader,
+}
+
+impl From<StateRole> for Role {
+    fn from(r: StateRole) -> Self {
+        match r {
+            StateRole::Follower => Role::Follower,
+            StateRole::PreCandidate => Role::PreCandidate,
+            StateRole::Candidate => Role::Candidate,
+            StateRole::Leader => Role::Leader,
+        }
+    }
+}
+
+/// A snapshot of a node's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Status {
+    /// This node.
+    pub id: u64,
+    /// Its role.
+    pub role: Role,
+    /// Its current term.
+    pub term: u64,
+    /// The leader it knows of.
+    pub leader: Option<u64>,
+    /// The commit index.
+    pub commit: u64,
+    /// The last index applied to the state machine.
+    pub applied: u64,
+    /// The last log index.
+    pub last_index: u64,
+    /// Whether the node has stopped (shut down, or stopped by an error).
+    pub stopped: bool,
+}
+
+/// A committed, applied command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Its log index.
+    pub index: u64,
+    /// The state machine's response.
+    pub response: Vec<u8>,
+}
+
+/// What a node call can fail with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// This node is not the leader; `leader_hint` is the leader it knows of.
+    #[error("not the leader (leader hint: {leader_hint:?})")]
+    NotLeader {
+        /// The leader this node knows of, if any.
+        leader_hint: Option<u64>,
+    },
+    /// No answer in time; the command may still commit.
+    #[error("timed out; the command may or may not commit")]
+    Timeout,
+    /// Raft dropped the proposal (for example during a leadership transfer).
+    #[error("the proposal was dropped by Raft")]
+    Dropped,
+    /// Leadership was lost before the command was applied; it may or may not commit.
+    #[error("leadership lost before the command was applied; it may or may not commit")]
+    LeadershipLost,
+    /// The node is shut down.
+    #[error("the node is shut down")]
+    Shutdown,
+    /// The node stopped on a storage error.
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+/// A node call's result.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+type Reply = SyncSender<Result<Applied>>;
+
+enum Event {
+    Propose { data: Vec<u8>, reply: Reply },
+    Step(Box<Message>),
+    Shutdown,
+}
+
+/// Where a transport delivers a node's incoming messages.
+#[derive(Clone)]
+pub struct Mailbox(Sender<Event>);
+
+impl std::fmt::Debug for Mailbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Mailbox")
+    }
+}
+
+impl Mailbox {
+    /// Hands a message to the node (dropped if it has stopped).
+    pub fn deliver(&self, msg: Message) {
+        let _ = self.0.send(Event::Step(Box::new(msg)));
+    }
+}
+
+/// A running Raft node. See the module documentation for the loop.
+pub struct Node {
+    id: u64,
+    tx: Sender<Event>,
+    status: Arc<Mutex<Status>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Node {
+    /// Starts a node: bootstraps empty storage with `cfg.peers` as the voters, or restarts
+    /// from what the storage holds (re-applying the committed log to `sm`).
+    ///
+    /// # Errors
+    /// [`Error::Storage`] if the storage cannot be read or bootstrapped, or Raft rejects the
+    /// configuration.
+    pub fn start<L, S, M, T>(
+        cfg: Config,
+        sm: M,
+        storage: RaftStorage<L, S>,
+        transport: T,
+    ) -> Result<Node>
+    where
+        L: BatchStore + Send + 'static,
+        S: SnapshotStore + Send + 'static,
+        M: StateMachine,
+        T: Transport,
+    {
+        let storage_err = |e: &dyn std::fmt::Display| Error::Storage(e.to_string());
+        if !storage.is_initialized().map_err(|e| storage_err(&e))? {
+            storage
+                .initialize(&ConfState {
+                    voters: cfg.peers.clone(),
+                    ..Default::default()
+                })
+                .map_err(|e| storage_err(&e))?;
+        }
+        let raft_cfg = raft::Config {
+            id: cfg.id,
+            election_tick: cfg.election_ticks,
+            heartbeat_tick: cfg.heartbeat_ticks,
+            check_quorum: true,
+            pre_vote: true,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            ..Default::default()
+        };
+        raft_cfg.validate().map_err(|e| storage_err(&e))?;
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let raw = RawNode::new(&raft_cfg, storage, &logger).map_err(|e| storage_err(&e))?;
+        let (tx, rx) = mpsc::channel();
+        let status = Arc::new(Mutex::new(Status {
+            id: cfg.id,
+            ..Status::default()
+        }));
+        let mut core = Core {
+            node: raw,
+            sm,
+            transport,
+            pending: HashMap::new(),
+            next_proposal: 0,
+            status: status.clone(),
+            was_leader: false,
+        };
+        let tick = cfg.tick;
+        let thread = std::thread::Builder::new()
+            .name(format!("raftwal-node-{}", cfg.id))
+            .spawn(move || core.run(&rx, tick))
+            .map_err(|e| storage_err(&e))?;
+        Ok(Node {
+            id: cfg.id,
+            tx,
+            status,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// The mailbox a transport delivers this node's messages to.
+    pub fn mailbox(&self) -> Mailbox {
+        Mailbox(self.tx.clone())
+    }
+
+    /// Replicates `command`, and returns once it is committed and applied here, with the state
+    /// machine's response.
+    ///
+    /// # Errors
+    /// [`Error::NotLeader`] (with a hint) on a follower; [`Error::Timeout`];
+    /// [`Error::LeadershipLost`]; [`Error::Dropped`]; [`Error::Shutdown`]; [`Error::Storage`].
+    pub fn apply(&self, command: Vec<u8>, timeout: Duration) -> Result<Applied> {
+        let (reply, rx) = mpsc::sync_channel(1);
+        self.tx
+            .send(Event::Propose {
+                data: command,
+                reply,
+            })
+            .map_err(|_| Error::Shutdown)?;
+        match rx.recv_timeout(timeout) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => Err(Error::Timeout),
+            Err(RecvTimeoutError::Disconnected) => Err(Error::Shutdown),
+        }
+    }
+
+    /// The node's current status.
+    pub fn status(&self) -> Status {
+        lock(&self.status).clone()
+    }
+
+    /// The leader this node knows of.
+    pub fn leader(&self) -> Option<u64> {
+        self.status().leader
+    }
+
+    /// This node's role.
+    pub fn role(&self) -> Role {
+        self.status().role
+    }
+
+    /// Stops the node and waits for its thread. Idempotent.
+    pub fn shutdown(&self) {
+        let _ = self.tx.send(Event::Shutdown);
+        if let Some(t) = lock(&self.thread).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+struct Core<L: BatchStore, S: SnapshotStore, M, T> {
+    node: RawNode<RaftStorage<L, S>>,
+    sm: M,
+    transport: T,
+    pending: HashMap<u64, Reply>,
+    next_proposal: u64,
+    status: Arc<Mutex<Status>>,
+    was_leader: bool,
+}
+
+impl<L: BatchStore, S: SnapshotStore, M: StateMachine, T: Transport> Core<L, S, M, T> {
+    fn run(&mut self, rx: &Receiver<Event>, tick: Duration) {
+        let mut next_tick = Instant::now() + tick;
+        let stop = loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            let mut stop = None;
+            match rx.recv_timeout(wait) {
+                Ok(ev) => {
+                    stop = self.handle(ev);
+                    // Everything already queued joins this round (one fsync for all of it).
+                    for _ in 0..1024 {
+                        if stop.is_some() {
+                            break;
+                        }
+                        match rx.try_recv() {
+                            Ok(ev) => stop = self.handle(ev),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => stop = Some(Error::Shutdown),
+            }
+            if let Some(e) = stop {
+                break e;
+            }
+            if Instant::now() >= next_tick {
+                self.node.tick();
+                next_tick += tick;
+                if next_tick < Instant::now() {
+                    next_tick = Instant::now() + tick;
+                }
+            }
+            if let Err(e) = self.on_ready() {
+                break e;
+            }
+            self.publish();
+        };
+        for (_, reply) in self.pending.drain() {
+            let _ = reply.send(Err(stop.clone()));
+        }
+        lock(&self.status).stopped = true;
+    }
+
+    fn handle(&mut self, ev: Event) -> Option<Error> {
+        match ev {
+            Event::Shutdown => return Some(Error::Shutdown),
+            Event::Step(m) => {
+                let _ = self.node.step(*m);
+            }
+            Event::Propose { data, reply } => {
+                if self.node.raft.state != StateRole::Leader {
+                    let leader = self.node.raft.leader_id;
+                    let _ = reply.send(Err(Error::NotLeader {
+                        leader_hint: (leader != 0).then_some(leader),
+                    }));
+                    return None;
+                }
+                self.next_proposal += 1;
+                let id = self.next_proposal;
+                if self.node.propose(id.to_le_bytes().to_vec(), data).is_err() {
+                    let _ = reply.send(Err(Error::Dropped));
+                } else {
+                    self.pending.insert(id, reply);
+                }
+            }
+        }
+        None
+    }
+
+    fn send(&self, msgs: Vec<Message>) {
+        for m in msgs {
+            self.transport.send(m);
+        }
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<()> {
+        for e in entries {
+            match e.get_entry_type() {
+                EntryType::EntryNormal => {
+                    if e.data.is_empty() {
+                        continue; // a new leader's no-op
+                    }
+                    let response = self.sm.apply(e.index, &e.data);
+                    if let Ok(b) = <[u8; 8]>::try_from(&e.context[..]) {
+                        if let Some(reply) = self.pending.remove(&u64::from_le_bytes(b)) {
+                            let _ = reply.send(Ok(Applied {
+                                index: e.index,
+                                response,
+                            }));
+                        }
+                    }
+                }
+                EntryType::EntryConfChange => {
+                    let mut cc = ConfChange::default();
+                    cc.merge_from_bytes(&e.data).map_err(|x| {
+                        Error::Storage(format!("bad conf change at {}: {x}", e.index))
+                    })?;
+                    let cs = self
+                        .node
+                        .apply_conf_change(&cc)
+                        .map_err(|x| Error::Storage(x.to_string()))?;
+                    self.node
+                        .store()
+                        .set_conf_state(&cs)
+                        .map_err(|x| Error::Storage(x.to_string()))?;
+                }
+                EntryType::EntryConfChangeV2 => {
+                    let mut cc = ConfChangeV2::default();
+                    cc.merge_from_bytes(&e.data).map_err(|x| {
+                        Error::Storage(format!("bad conf change at {}: {x}", e.index))
+                    })?;
+                    let cs = self
+                        .node
+                        .apply_conf_change(&cc)
+                        .map_err(|x| Error::Storage(x.to_string()))?;
+                    self.node
+                        .store()
+                        .set_conf_state(&cs)
+                        .map_err(|x| Error::Storage(x.to_string()))?;
+                }
+            }
+            lock(&self.status).applied = e.index;
+        }
+        Ok(())
+    }
+
+    fn on_ready(&mut self) -> Result<()> {
+        if !self.node.has_ready() {
+            return Ok(());
+        }
+        let mut rd = self.node.ready();
+        self.send(rd.take_messages());
+        if rd.snapshot().get_metadata().index != 0 {
+            return Err(Error::Storage(
+                "snapshot installation is not supported by this release of the glue".into(),
+            ));
+        }
+        self.node
+            .store()
+            .append(rd.entries(), rd.hs())
+            .map_err(|e| Error::Storage(e.to_string()))?;
+        self.apply(rd.take_committed_entries())?;
+        self.send(rd.take_persisted_messages());
+        let mut light = self.node.advance(rd);
+        self.send(light.take_messages());
+        self.apply(light.take_committed_entries())?;
+        self.node.advance_apply();
+        Ok(())
+    }
+
+    fn publish(&mut self) {
+        let r = &self.node.raft;
+        let leader = r.state == StateRole::Leader;
+        if self.was_leader && !leader {
+            for (_, reply) in self.pending.drain() {
+                let _ = reply.send(Err(Error::LeadershipLost));
+            }
+        }
+        self.was_leader = leader;
+        let mut s = lock(&self.status);
+        s.role = r.state.into();
+        s.term = r.term;
+        s.leader = (r.leader_id != 0).then_some(r.leader_id);
+        s.commit = r.raft_log.committed;
+        s.last_index = r.raft_log.last_index();
+    }
+}
