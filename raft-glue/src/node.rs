@@ -17,7 +17,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message};
+use raft::eraftpb::{
+    ConfChange, ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType,
+    Message,
+};
 use raft::{RawNode, StateRole};
 use raftwal_snapshot::SnapshotStore;
 use raftwal_wal::BatchStore;
@@ -103,6 +106,12 @@ pub struct Status {
     pub last_index: u64,
     /// Whether the node has stopped (shut down, or stopped by an error).
     pub stopped: bool,
+    /// The configuration: voters.
+    pub voters: Vec<u64>,
+    /// The configuration: learners.
+    pub learners: Vec<u64>,
+    /// On a leader: each peer's id and matched log index.
+    pub progress: Vec<(u64, u64)>,
 }
 
 /// A committed, applied command.
@@ -147,7 +156,21 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 type Reply = SyncSender<Result<Applied>>;
 
 enum Event {
-    Propose { data: Vec<u8>, reply: Reply },
+    Propose {
+        data: Vec<u8>,
+        reply: Reply,
+    },
+    ConfChange {
+        cc: ConfChangeV2,
+        reply: Reply,
+    },
+    ReadIndex {
+        reply: SyncSender<Result<u64>>,
+        leader_only: bool,
+    },
+    Transfer {
+        to: u64,
+    },
     Step(Box<Message>),
     Shutdown,
 }
@@ -209,6 +232,9 @@ impl Node {
         T: Transport,
     {
         let storage_err = |e: &dyn std::fmt::Display| Error::Storage(e.to_string());
+        // A brand-new node writes its initial membership into the log (a founding member) or
+        // starts empty and learns it from the leader (a joiner). Either way the state machine
+        // starts empty and the committed log is applied to it from the start.
         if !storage.is_initialized().map_err(|e| storage_err(&e))? {
             storage
                 .initialize(&ConfState {
@@ -241,6 +267,9 @@ impl Node {
             transport,
             pending: HashMap::new(),
             next_proposal: 0,
+            reads: HashMap::new(),
+            read_waits: Vec::new(),
+            applied: 0,
             status: status.clone(),
             was_leader: false,
         };
@@ -298,6 +327,142 @@ impl Node {
         self.status().role
     }
 
+    fn call<R>(&self, ev: Event, rx: &Receiver<Result<R>>, timeout: Duration) -> Result<R> {
+        self.tx.send(ev).map_err(|_| Error::Shutdown)?;
+        match rx.recv_timeout(timeout) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => Err(Error::Timeout),
+            Err(RecvTimeoutError::Disconnected) => Err(Error::Shutdown),
+        }
+    }
+
+    /// A linearizable read point: returns an index once this node's state machine has applied
+    /// at least up to it, with the leader's leadership confirmed by a quorum after the call
+    /// began (Raft's read-index). Works on followers too (the leader is asked).
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] (for example with no leader), [`Error::LeadershipLost`],
+    /// [`Error::Shutdown`].
+    pub fn read_index(&self, timeout: Duration) -> Result<u64> {
+        let (reply, rx) = mpsc::sync_channel(1);
+        self.call(
+            Event::ReadIndex {
+                reply,
+                leader_only: false,
+            },
+            &rx,
+            timeout,
+        )
+    }
+
+    /// Confirms that this node is still the leader: a quorum acknowledged it after the call.
+    ///
+    /// # Errors
+    /// [`Error::NotLeader`], [`Error::Timeout`], [`Error::LeadershipLost`], [`Error::Shutdown`].
+    pub fn verify_leader(&self, timeout: Duration) -> Result<()> {
+        let (reply, rx) = mpsc::sync_channel(1);
+        self.call(
+            Event::ReadIndex {
+                reply,
+                leader_only: true,
+            },
+            &rx,
+            timeout,
+        )
+        .map(drop)
+    }
+
+    /// Returns once every command accepted before it is committed and applied here.
+    ///
+    /// # Errors
+    /// As [`Node::apply`].
+    pub fn barrier(&self, timeout: Duration) -> Result<u64> {
+        self.apply(Vec::new(), timeout).map(|a| a.index)
+    }
+
+    fn conf_change(&self, changes: Vec<(ConfChangeType, u64)>, timeout: Duration) -> Result<u64> {
+        let mut cc = ConfChangeV2::default();
+        for (t, id) in changes {
+            let mut c = ConfChangeSingle::default();
+            c.set_change_type(t);
+            c.node_id = id;
+            cc.mut_changes().push(c);
+        }
+        let (reply, rx) = mpsc::sync_channel(1);
+        self.call(Event::ConfChange { cc, reply }, &rx, timeout)
+            .map(|a| a.index)
+    }
+
+    /// Adds a non-voting learner (connect it to the transport first).
+    ///
+    /// # Errors
+    /// As [`Node::apply`]; Raft refuses a change while another is pending ([`Error::Dropped`]).
+    pub fn add_learner(&self, id: u64, timeout: Duration) -> Result<u64> {
+        self.conf_change(vec![(ConfChangeType::AddLearnerNode, id)], timeout)
+    }
+
+    /// Adds a voter: first as a learner, promoted once its log has caught up with the
+    /// leader's commit index, so a slow newcomer never weakens the quorum.
+    ///
+    /// # Errors
+    /// As [`Node::add_learner`]; [`Error::Timeout`] if it does not catch up in time.
+    pub fn add_voter(&self, id: u64, timeout: Duration) -> Result<u64> {
+        let deadline = Instant::now() + timeout;
+        let left = || deadline.saturating_duration_since(Instant::now());
+        if !self.status().learners.contains(&id) && !self.status().voters.contains(&id) {
+            self.add_learner(id, left())?;
+        }
+        loop {
+            let s = self.status();
+            if s.role != Role::Leader {
+                return Err(Error::NotLeader {
+                    leader_hint: s.leader,
+                });
+            }
+            let matched = s.progress.iter().find(|p| p.0 == id).map_or(0, |p| p.1);
+            if matched >= s.commit {
+                break;
+            }
+            if left().is_zero() {
+                return Err(Error::Timeout);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.conf_change(vec![(ConfChangeType::AddNode, id)], left())
+    }
+
+    /// Removes a voter or learner (this node included: it then steps down).
+    ///
+    /// # Errors
+    /// As [`Node::apply`].
+    pub fn remove_server(&self, id: u64, timeout: Duration) -> Result<u64> {
+        self.conf_change(vec![(ConfChangeType::RemoveNode, id)], timeout)
+    }
+
+    /// Hands leadership to `to` and waits until this node sees `to` as leader.
+    ///
+    /// # Errors
+    /// [`Error::NotLeader`] on a follower, [`Error::Timeout`], [`Error::Shutdown`].
+    pub fn transfer_leadership(&self, to: u64, timeout: Duration) -> Result<()> {
+        let s = self.status();
+        if s.role != Role::Leader {
+            return Err(Error::NotLeader {
+                leader_hint: s.leader,
+            });
+        }
+        self.tx
+            .send(Event::Transfer { to })
+            .map_err(|_| Error::Shutdown)?;
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.status().leader == Some(to) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Err(Error::Timeout)
+    }
+
     /// Stops the node and waits for its thread. Idempotent.
     pub fn shutdown(&self) {
         let _ = self.tx.send(Event::Shutdown);
@@ -319,6 +484,11 @@ struct Core<L: BatchStore, S: SnapshotStore, M, T> {
     transport: T,
     pending: HashMap<u64, Reply>,
     next_proposal: u64,
+    /// Read-index requests sent to Raft, by request id.
+    reads: HashMap<u64, (SyncSender<Result<u64>>, bool)>,
+    /// Read points waiting for the state machine to apply up to them.
+    read_waits: Vec<(u64, SyncSender<Result<u64>>)>,
+    applied: u64,
     status: Arc<Mutex<Status>>,
     was_leader: bool,
 }
@@ -364,6 +534,12 @@ impl<L: BatchStore, S: SnapshotStore, M: StateMachine, T: Transport> Core<L, S, 
         for (_, reply) in self.pending.drain() {
             let _ = reply.send(Err(stop.clone()));
         }
+        for (_, (reply, _)) in self.reads.drain() {
+            let _ = reply.send(Err(stop.clone()));
+        }
+        for (_, reply) in self.read_waits.drain(..) {
+            let _ = reply.send(Err(stop.clone()));
+        }
         lock(&self.status).stopped = true;
     }
 
@@ -372,6 +548,34 @@ impl<L: BatchStore, S: SnapshotStore, M: StateMachine, T: Transport> Core<L, S, 
             Event::Shutdown => return Some(Error::Shutdown),
             Event::Step(m) => {
                 let _ = self.node.step(*m);
+            }
+            Event::Transfer { to } => self.node.transfer_leader(to),
+            Event::ReadIndex { reply, leader_only } => {
+                if leader_only && self.node.raft.state != StateRole::Leader {
+                    let _ = reply.send(Err(self.not_leader()));
+                    return None;
+                }
+                self.next_proposal += 1;
+                let id = self.next_proposal;
+                self.node.read_index(id.to_le_bytes().to_vec());
+                self.reads.insert(id, (reply, leader_only));
+            }
+            Event::ConfChange { cc, reply } => {
+                if self.node.raft.state != StateRole::Leader {
+                    let _ = reply.send(Err(self.not_leader()));
+                    return None;
+                }
+                self.next_proposal += 1;
+                let id = self.next_proposal;
+                if self
+                    .node
+                    .propose_conf_change(id.to_le_bytes().to_vec(), cc)
+                    .is_err()
+                {
+                    let _ = reply.send(Err(Error::Dropped));
+                } else {
+                    self.pending.insert(id, reply);
+                }
             }
             Event::Propose { data, reply } => {
                 if self.node.raft.state != StateRole::Leader {
@@ -393,6 +597,24 @@ impl<L: BatchStore, S: SnapshotStore, M: StateMachine, T: Transport> Core<L, S, 
         None
     }
 
+    fn not_leader(&self) -> Error {
+        let leader = self.node.raft.leader_id;
+        Error::NotLeader {
+            leader_hint: (leader != 0).then_some(leader),
+        }
+    }
+
+    fn reply(&mut self, e: &Entry, response: Vec<u8>) {
+        if let Ok(b) = <[u8; 8]>::try_from(&e.context[..]) {
+            if let Some(reply) = self.pending.remove(&u64::from_le_bytes(b)) {
+                let _ = reply.send(Ok(Applied {
+                    index: e.index,
+                    response,
+                }));
+            }
+        }
+    }
+
     fn send(&self, msgs: Vec<Message>) {
         for m in msgs {
             self.transport.send(m);
@@ -403,18 +625,13 @@ impl<L: BatchStore, S: SnapshotStore, M: StateMachine, T: Transport> Core<L, S, 
         for e in entries {
             match e.get_entry_type() {
                 EntryType::EntryNormal => {
-                    if e.data.is_empty() {
-                        continue; // a new leader's no-op
-                    }
-                    let response = self.sm.apply(e.index, &e.data);
-                    if let Ok(b) = <[u8; 8]>::try_from(&e.context[..]) {
-                        if let Some(reply) = self.pending.remove(&u64::from_le_bytes(b)) {
-                            let _ = reply.send(Ok(Applied {
-                                index: e.index,
-                                response,
-                            }));
-                        }
-                    }
+                    // Empty entries are a new leader's no-op or a barrier: nothing to apply.
+                    let response = if e.data.is_empty() {
+                        Vec::new()
+                    } else {
+                        self.sm.apply(e.index, &e.data)
+                    };
+                    self.reply(&e, response);
                 }
                 EntryType::EntryConfChange => {
                     let mut cc = ConfChange::default();
@@ -429,6 +646,8 @@ impl<L: BatchStore, S: SnapshotStore, M: StateMachine, T: Transport> Core<L, S, 
                         .store()
                         .set_conf_state(&cs)
                         .map_err(|x| Error::Storage(x.to_string()))?;
+                    self.publish_conf(&cs);
+                    self.reply(&e, Vec::new());
                 }
                 EntryType::EntryConfChangeV2 => {
                     let mut cc = ConfChangeV2::default();
@@ -443,11 +662,39 @@ impl<L: BatchStore, S: SnapshotStore, M: StateMachine, T: Transport> Core<L, S, 
                         .store()
                         .set_conf_state(&cs)
                         .map_err(|x| Error::Storage(x.to_string()))?;
+                    self.publish_conf(&cs);
+                    self.reply(&e, Vec::new());
                 }
             }
+            self.applied = e.index;
             lock(&self.status).applied = e.index;
         }
+        // Read points the state machine has now reached.
+        let applied = self.applied;
+        self.read_waits.retain(|(index, reply)| {
+            if *index <= applied {
+                let _ = reply.send(Ok(*index));
+                false
+            } else {
+                true
+            }
+        });
         Ok(())
+    }
+
+    fn on_read_states(&mut self, states: Vec<raft::ReadState>) {
+        for rs in states {
+            let Ok(b) = <[u8; 8]>::try_from(&rs.request_ctx[..]) else {
+                continue;
+            };
+            if let Some((reply, leader_only)) = self.reads.remove(&u64::from_le_bytes(b)) {
+                if leader_only || rs.index <= self.applied {
+                    let _ = reply.send(Ok(rs.index));
+                } else {
+                    self.read_waits.push((rs.index, reply));
+                }
+            }
+        }
     }
 
     fn on_ready(&mut self) -> Result<()> {
@@ -456,6 +703,8 @@ impl<L: BatchStore, S: SnapshotStore, M: StateMachine, T: Transport> Core<L, S, 
         }
         let mut rd = self.node.ready();
         self.send(rd.take_messages());
+        let states = rd.take_read_states();
+        self.on_read_states(states);
         if rd.snapshot().get_metadata().index != 0 {
             return Err(Error::Storage(
                 "snapshot installation is not supported by this release of the glue".into(),
@@ -474,11 +723,23 @@ impl<L: BatchStore, S: SnapshotStore, M: StateMachine, T: Transport> Core<L, S, 
         Ok(())
     }
 
+    /// Publishes a configuration (sorted), before a conf change's proposer is answered.
+    fn publish_conf(&self, cs: &ConfState) {
+        let mut s = lock(&self.status);
+        s.voters = cs.voters.clone();
+        s.voters.sort_unstable();
+        s.learners = cs.learners.clone();
+        s.learners.sort_unstable();
+    }
+
     fn publish(&mut self) {
         let r = &self.node.raft;
         let leader = r.state == StateRole::Leader;
         if self.was_leader && !leader {
             for (_, reply) in self.pending.drain() {
+                let _ = reply.send(Err(Error::LeadershipLost));
+            }
+            for (_, (reply, _)) in self.reads.drain() {
                 let _ = reply.send(Err(Error::LeadershipLost));
             }
         }
@@ -489,5 +750,16 @@ impl<L: BatchStore, S: SnapshotStore, M: StateMachine, T: Transport> Core<L, S, 
         s.leader = (r.leader_id != 0).then_some(r.leader_id);
         s.commit = r.raft_log.committed;
         s.last_index = r.raft_log.last_index();
+        let conf = r.prs().conf().to_conf_state();
+        drop(s);
+        self.publish_conf(&conf);
+        let mut s = lock(&self.status);
+        s.progress = if leader {
+            let mut v: Vec<(u64, u64)> = r.prs().iter().map(|(id, p)| (*id, p.matched)).collect();
+            v.sort_unstable();
+            v
+        } else {
+            Vec::new()
+        };
     }
 }

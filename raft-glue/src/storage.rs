@@ -9,7 +9,9 @@
 //!   [`raft::Storage::snapshot`] returns its metadata with the snapshot's *id* as `data`, so the
 //!   bytes can be streamed out of band instead of inside one Raft message.
 
-use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMetadata};
+use raft::eraftpb::{
+    ConfChange, ConfChangeType, ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMetadata,
+};
 use raft::{GetEntriesContext, RaftState, StorageError};
 use raftwal_snapshot::SnapshotStore;
 use raftwal_wal::{BatchStore, EntryKind, LogEntry, WriteBatch};
@@ -114,10 +116,11 @@ pub fn encode_conf_state(cs: &ConfState) -> Vec<u8> {
 /// let dir = tempfile::tempdir().unwrap();
 /// let wal = Wal::open(dir.path(), WalOptions::default().segment_size(1 << 20)).unwrap();
 /// let storage = RaftStorage::new(wal, MemSnapshotStore::new(1).unwrap());
-/// storage.initialize(&ConfState { voters: vec![1], ..Default::default() }).unwrap();
+/// // The initial membership goes into the log; its entries count as applied here.
+/// let applied = storage.initialize(&ConfState { voters: vec![1], ..Default::default() }).unwrap();
 ///
 /// let logger = slog::Logger::root(slog::Discard, slog::o!());
-/// let config = Config { id: 1, ..Default::default() };
+/// let config = Config { id: 1, applied, ..Default::default() };
 /// let mut node = RawNode::new(&config, storage, &logger).unwrap();
 /// node.campaign().unwrap();
 /// let mut applied = Vec::new();
@@ -164,20 +167,39 @@ impl<L: BatchStore, S: SnapshotStore> RaftStorage<L, S> {
         &self.snapshots
     }
 
-    /// Bootstraps a brand-new node with this configuration (term 1, as raft-rs expects of
-    /// identical initial states on every node of a new cluster).
+    /// Bootstraps a brand-new node with this configuration. Like etcd, the initial membership
+    /// is written into the log, as committed conf-change entries 1..=n of term 1 (one `AddNode`
+    /// per voter, identical on every founding node), so that a node joining later learns the
+    /// whole configuration by replaying the log. Returns the index of the last of them (0 for a
+    /// node started with no voters, which joins an existing cluster).
     ///
     /// # Errors
     /// Store errors.
-    pub fn initialize(&self, conf: &ConfState) -> Result<(), Error> {
+    pub fn initialize(&self, conf: &ConfState) -> Result<u64, Error> {
+        let mut b = WriteBatch::new();
+        for (i, id) in conf.voters.iter().enumerate() {
+            let mut cc = ConfChange::default();
+            cc.set_change_type(ConfChangeType::AddNode);
+            cc.node_id = *id;
+            let mut e = Entry {
+                index: i as u64 + 1,
+                term: 1,
+                data: encode(&cc).into(),
+                ..Default::default()
+            };
+            e.set_entry_type(EntryType::EntryConfChange);
+            b.append(to_log_entry(&e));
+        }
+        let n = conf.voters.len() as u64;
         let hs = HardState {
-            term: 1,
+            term: u64::from(n > 0),
+            commit: n,
             ..Default::default()
         };
-        let mut b = WriteBatch::new();
         b.set(CONF_STATE_KEY, &encode(conf))
             .set(HARD_STATE_KEY, &encode(&hs));
-        Ok(self.log.commit(b)?)
+        self.log.commit(b)?;
+        Ok(n)
     }
 
     /// Whether this node has any persisted Raft state (so it restarts rather than bootstraps).

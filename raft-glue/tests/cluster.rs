@@ -40,12 +40,16 @@ struct Cluster {
 }
 
 fn start(dir: &Path, id: u64, net: &MemNetwork) -> (Node, Kv) {
+    start_with(dir, id, vec![1, 2, 3], net)
+}
+
+fn start_with(dir: &Path, id: u64, peers: Vec<u64>, net: &MemNetwork) -> (Node, Kv) {
     let wal = Wal::open(dir, WalOptions::default().segment_size(256 << 10)).unwrap();
     let storage = RaftStorage::new(wal, MemSnapshotStore::new(1).unwrap());
     let kv = Kv::default();
     let cfg = Config {
         tick: Duration::from_millis(10),
-        ..Config::new(id, vec![1, 2, 3])
+        ..Config::new(id, peers)
     };
     let node = Node::start(cfg, kv.clone(), storage, net.transport(id)).unwrap();
     net.connect(id, node.mailbox());
@@ -242,5 +246,71 @@ fn whole_cluster_restart_keeps_every_acknowledged_write() {
     c.wait_converged(&want);
     c.apply_anywhere("set after restart");
     want.insert("after".into(), "restart".into());
+    c.wait_converged(&want);
+}
+
+#[test]
+fn read_index_barrier_and_verify_leader() {
+    let c = Cluster::new();
+    let l = c.wait_leader(&[1, 2, 3]);
+    let a = c.apply(l, "set x 1").unwrap();
+    let f = (1..=3).find(|&i| i != l).unwrap();
+    // A follower's linearizable read point covers the write, and its state machine has it.
+    let idx = c.nodes[&f].0.read_index(Duration::from_secs(10)).unwrap();
+    assert!(idx >= a.index, "read index {idx} < write {}", a.index);
+    assert_eq!(c.state(f).get("x").map(String::as_str), Some("1"));
+    let b = c.nodes[&l].0.barrier(Duration::from_secs(10)).unwrap();
+    assert!(b > a.index);
+    c.nodes[&l]
+        .0
+        .verify_leader(Duration::from_secs(10))
+        .unwrap();
+    assert!(matches!(
+        c.nodes[&f].0.verify_leader(Duration::from_secs(1)),
+        Err(NodeError::NotLeader { .. })
+    ));
+    // A leader cut off from the quorum can never confirm its leadership.
+    let others: Vec<u64> = (1..=3).filter(|&i| i != l).collect();
+    c.net.partition(&[l], &others);
+    assert!(c.nodes[&l].0.verify_leader(Duration::from_secs(2)).is_err());
+    assert!(c.nodes[&l].0.read_index(Duration::from_secs(2)).is_err());
+    c.net.heal();
+}
+
+#[test]
+fn add_voter_remove_server_and_transfer_leadership() {
+    let mut c = Cluster::new();
+    let mut want = BTreeMap::new();
+    for i in 0..10 {
+        c.apply_anywhere(&format!("set k{i} {i}"));
+        want.insert(format!("k{i}"), i.to_string());
+    }
+    // A new node joins: it starts empty (no peers), becomes a learner, catches up, is promoted.
+    let n4 = start_with(&c.path(4), 4, vec![], &c.net);
+    c.nodes.insert(4, n4);
+    let l = c.wait_leader(&[1, 2, 3]);
+    c.nodes[&l].0.add_voter(4, Duration::from_secs(20)).unwrap();
+    let s = c.nodes[&l].0.status();
+    assert_eq!(s.voters, vec![1, 2, 3, 4], "{s:?}");
+    c.wait_converged(&want);
+    // Remove a follower; the cluster goes on without it.
+    let f = (1..=3).find(|&i| i != l).unwrap();
+    c.nodes[&l]
+        .0
+        .remove_server(f, Duration::from_secs(10))
+        .unwrap();
+    assert!(!c.nodes[&l].0.status().voters.contains(&f));
+    c.crash(f);
+    c.apply_anywhere("set after removal");
+    want.insert("after".into(), "removal".into());
+    // Hand leadership to the newcomer; it serves writes.
+    c.nodes[&l]
+        .0
+        .transfer_leadership(4, Duration::from_secs(10))
+        .unwrap();
+    let ids: Vec<u64> = c.nodes.keys().copied().collect();
+    assert_eq!(c.wait_leader(&ids), 4);
+    c.apply(4, "set on four").unwrap();
+    want.insert("on".into(), "four".into());
     c.wait_converged(&want);
 }

@@ -9,7 +9,7 @@ use raft::eraftpb::{ConfState, Entry, HardState, Message, SnapshotMetadata};
 use raft::{Config, GetEntriesContext, RawNode, StateRole, Storage, StorageError};
 use raftwal_glue::RaftStorage;
 use raftwal_snapshot::{MemSnapshotStore, SnapshotSink, SnapshotStore};
-use raftwal_wal::{MemStore, Wal, WalOptions};
+use raftwal_wal::{LogStore, MemStore, Wal, WalOptions};
 
 fn ent(index: u64, term: u64) -> Entry {
     Entry {
@@ -37,8 +37,18 @@ fn storage_semantics() {
     let st = s.initial_state().unwrap();
     assert_eq!(st.conf_state, conf);
     assert_eq!(st.hard_state.term, 1);
-    assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (1, 0));
+    assert_eq!(st.hard_state.commit, 3);
+    // The initial membership is in the log: one committed AddNode per voter, at term 1.
+    assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (1, 3));
+    let boot = s
+        .entries(1, 4, None, GetEntriesContext::empty(false))
+        .unwrap();
+    assert!(boot
+        .iter()
+        .all(|e| e.get_entry_type() == raft::eraftpb::EntryType::EntryConfChange && e.term == 1));
     assert_eq!(s.term(0).unwrap(), 0);
+    // Start the log over for the rest of the test.
+    s.log().delete_range(1, 3).unwrap();
 
     let hs = HardState {
         term: 1,
@@ -156,6 +166,10 @@ fn open_node(id: u64, dir: &std::path::Path, bootstrap: bool) -> RawNode<Store> 
     RawNode::new(&cfg, s, &logger()).unwrap()
 }
 
+fn is_command(e: &Entry) -> bool {
+    e.get_entry_type() == raft::eraftpb::EntryType::EntryNormal && !e.data.is_empty()
+}
+
 /// One round for a peer: the synchronous Ready protocol, persisting each round with one batch.
 fn handle_ready(p: &mut Peer, out: &mut VecDeque<Message>) {
     let Some(node) = p.node.as_mut() else {
@@ -173,7 +187,7 @@ fn handle_ready(p: &mut Peer, out: &mut VecDeque<Message>) {
     );
     node.store().append(rd.entries(), rd.hs()).unwrap();
     for e in rd.take_committed_entries() {
-        if !e.data.is_empty() {
+        if is_command(&e) {
             p.applied.push(e.data.to_vec());
         }
     }
@@ -184,7 +198,7 @@ fn handle_ready(p: &mut Peer, out: &mut VecDeque<Message>) {
     }
     out.extend(light.take_messages());
     for e in light.take_committed_entries() {
-        if !e.data.is_empty() {
+        if is_command(&e) {
             p.applied.push(e.data.to_vec());
         }
     }
