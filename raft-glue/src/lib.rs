@@ -12,14 +12,19 @@
 //! and get the state machine's response once it is committed and applied; `status`, `leader`,
 //! `role`, `shutdown`; specific errors (`NotLeader` with a hint, `Timeout`, `LeadershipLost`,
 //! `Dropped`, `Shutdown`, `Storage`). [`MemNetwork`] connects nodes of one process, with
-//! partitions. Not built yet: barrier, read-index and lease reads, membership changes, snapshots
-//! (taking, streaming, installing), the async-ready persistence thread, and the TCP transport.
+//! partitions; [`TcpTransport`] and [`TcpServer`] connect nodes over TCP (length-prefixed frames,
+//! cluster-id handshake, reconnect with backoff). Also: `read_index`, `verify_leader`, `barrier`,
+//! membership changes (`add_learner`, `add_voter`, `remove_server`) and `transfer_leadership`.
+//! Not built yet: lease reads, snapshots (taking, streaming, installing), the async-ready
+//! persistence thread, the linearizability checker and the multi-process example.
 
 mod node;
 mod storage;
+mod tcp;
 mod transport;
 
 pub use node::{Applied, Config, Error as NodeError, Mailbox, Node, Role, StateMachine, Status};
+pub use tcp::{TcpServer, TcpTransport, MAX_FRAME};
 pub use transport::{MemNetwork, MemTransport, Transport};
 
 pub use storage::{

@@ -1,0 +1,139 @@
+//! Three `Node`s over the TCP transport on 127.0.0.1: replication, a node of another cluster is
+//! refused, a node restarted on the same port catches up.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use raft::eraftpb::{Message, MessageType};
+use raftwal_glue::{
+    Config, Node, RaftStorage, Role, StateMachine, TcpServer, TcpTransport, Transport,
+};
+use raftwal_snapshot::MemSnapshotStore;
+use raftwal_wal::{Wal, WalOptions};
+
+const CLUSTER: u64 = 0xC1u64;
+
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl StateMachine for Log {
+    fn apply(&mut self, _index: u64, command: &[u8]) -> Vec<u8> {
+        self.0.lock().unwrap().push(command.to_vec());
+        Vec::new()
+    }
+}
+
+struct Member {
+    node: Node,
+    server: TcpServer,
+    log: Log,
+}
+
+fn start(dir: &std::path::Path, id: u64, addrs: &HashMap<u64, SocketAddr>) -> Member {
+    try_start(dir, id, addrs).unwrap()
+}
+
+/// Starts a member; the port may still be held by a just-stopped one, which is the error.
+fn try_start(
+    dir: &std::path::Path,
+    id: u64,
+    addrs: &HashMap<u64, SocketAddr>,
+) -> std::io::Result<Member> {
+    let listener = TcpServer::bind(addrs[&id])?;
+    let wal = Wal::open(dir, WalOptions::default().segment_size(256 << 10)).unwrap();
+    let storage = RaftStorage::new(wal, MemSnapshotStore::new(1).unwrap());
+    let log = Log::default();
+    let cfg = Config {
+        tick: Duration::from_millis(10),
+        ..Config::new(id, vec![1, 2, 3])
+    };
+    let transport = TcpTransport::new(id, CLUSTER, addrs.clone());
+    let node = Node::start(cfg, log.clone(), storage, transport).unwrap();
+    let server = TcpServer::serve(listener, CLUSTER, node.mailbox())?;
+    Ok(Member { node, server, log })
+}
+
+fn wait<T>(mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+fn leader(m: &BTreeMap<u64, Member>) -> Option<u64> {
+    let l: Vec<u64> = m
+        .iter()
+        .filter(|(_, x)| x.node.role() == Role::Leader)
+        .map(|(id, _)| *id)
+        .collect();
+    (l.len() == 1).then(|| l[0])
+}
+
+#[test]
+fn three_nodes_over_tcp() {
+    let d = tempfile::tempdir().unwrap();
+    // Reserve three loopback ports.
+    let addrs: HashMap<u64, SocketAddr> = (1..=3)
+        .map(|id| {
+            let l = TcpServer::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            (id, l.local_addr().unwrap())
+        })
+        .collect();
+    let mut members: BTreeMap<u64, Member> = (1..=3)
+        .map(|id| (id, start(&d.path().join(format!("n{id}")), id, &addrs)))
+        .collect();
+    let l = wait(|| leader(&members)).expect("a leader over TCP");
+    for i in 0..20 {
+        members[&l]
+            .node
+            .apply(format!("c{i}").into_bytes(), Duration::from_secs(10))
+            .unwrap();
+    }
+    let want: Vec<Vec<u8>> = (0..20).map(|i| format!("c{i}").into_bytes()).collect();
+    assert!(wait(|| members
+        .values()
+        .all(|m| *m.log.0.lock().unwrap() == want)
+        .then_some(()))
+    .is_some());
+
+    // A node of another cluster is refused at the handshake.
+    let mut foreign_addrs = HashMap::new();
+    foreign_addrs.insert(1, addrs[&1]);
+    let foreign = TcpTransport::new(9, CLUSTER + 1, foreign_addrs);
+    let mut m = Message::default();
+    m.set_msg_type(MessageType::MsgHeartbeat);
+    m.from = 9;
+    m.to = 1;
+    m.term = 1_000;
+    foreign.send(m);
+    assert!(wait(|| (members[&1].server.refused() > 0).then_some(())).is_some());
+    assert!(
+        members[&1].node.status().term < 1_000,
+        "a foreign message reached Raft"
+    );
+
+    // Restart a follower on the same port: it catches up from its WAL and the leader.
+    let f = (1..=3).find(|&i| i != l).unwrap();
+    drop(members.remove(&f));
+    let l = wait(|| leader(&members)).expect("still a leader");
+    members[&l]
+        .node
+        .apply(b"while down".to_vec(), Duration::from_secs(10))
+        .unwrap();
+    let restarted = wait(|| try_start(&d.path().join(format!("n{f}")), f, &addrs).ok())
+        .expect("restart on the same port");
+    members.insert(f, restarted);
+    let mut want = want;
+    want.push(b"while down".to_vec());
+    assert!(
+        wait(|| (*members[&f].log.0.lock().unwrap() == want).then_some(())).is_some(),
+        "the restarted node did not catch up"
+    );
+}
