@@ -15,15 +15,21 @@
 //! partitions; [`TcpTransport`] and [`TcpServer`] connect nodes over TCP (length-prefixed frames,
 //! cluster-id handshake, reconnect with backoff). Also: `read_index`, `verify_leader`, `barrier`,
 //! membership changes (`add_learner`, `add_voter`, `remove_server`) and `transfer_leadership`.
-//! Not built yet: lease reads, snapshots (taking, streaming, installing), the async-ready
+//! `lease_read` serves reads locally under a leader lease (on a [`Clock`] tests can drive) and
+//! falls back to read-index, saying which it used. Not built yet: snapshots (taking, streaming, installing), the async-ready
 //! persistence thread, the linearizability checker and the multi-process example.
 
+mod clock;
 mod node;
 mod storage;
 mod tcp;
 mod transport;
 
-pub use node::{Applied, Config, Error as NodeError, Mailbox, Node, Role, StateMachine, Status};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use node::{
+    Applied, Config, Error as NodeError, Mailbox, Node, ReadPoint, ReadVia, Role, StateMachine,
+    Status,
+};
 pub use tcp::{TcpServer, TcpTransport, MAX_FRAME};
 pub use transport::{MemNetwork, MemTransport, Transport};
 

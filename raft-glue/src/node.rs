@@ -25,6 +25,7 @@ use raft::{RawNode, StateRole};
 use raftwal_snapshot::SnapshotStore;
 use raftwal_wal::BatchStore;
 
+use crate::clock::{Clock, SystemClock};
 use crate::storage::RaftStorage;
 use crate::transport::Transport;
 
@@ -35,7 +36,7 @@ pub trait StateMachine: Send + 'static {
 }
 
 /// How a node runs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     /// This node's id (non-zero).
     pub id: u64,
@@ -47,6 +48,8 @@ pub struct Config {
     pub election_ticks: usize,
     /// Ticks between a leader's heartbeats.
     pub heartbeat_ticks: usize,
+    /// The clock for ticks and the leader lease.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Config {
@@ -58,8 +61,47 @@ impl Config {
             tick: Duration::from_millis(50),
             election_ticks: 10,
             heartbeat_ticks: 2,
+            clock: Arc::new(SystemClock),
         }
     }
+
+    /// The leader lease: 80% of the shortest election timeout, counted from when a heartbeat
+    /// round that a quorum acknowledged was sent. No follower can start an election before
+    /// the full timeout has passed since it heard that round, so while the lease holds no other
+    /// leader can exist (assuming clocks drift by less than 20% over one timeout).
+    pub fn lease(&self) -> Duration {
+        self.tick * self.election_ticks as u32 * 4 / 5
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("id", &self.id)
+            .field("peers", &self.peers)
+            .field("tick", &self.tick)
+            .field("election_ticks", &self.election_ticks)
+            .field("heartbeat_ticks", &self.heartbeat_ticks)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a read point was established.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadVia {
+    /// Locally, under a valid leader lease (no message exchanged).
+    Lease,
+    /// Through Raft's read-index (a quorum round).
+    ReadIndex,
+}
+
+/// A linearizable read point: the state machine has applied at least `index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadPoint {
+    /// The index the state machine has applied up to (at least).
+    pub index: u64,
+    /// How it was established.
+    pub via: ReadVia,
 }
 
 /// A node's role.
@@ -168,6 +210,9 @@ enum Event {
         reply: SyncSender<Result<u64>>,
         leader_only: bool,
     },
+    LeaseRead {
+        reply: SyncSender<Result<ReadPoint>>,
+    },
     Transfer {
         to: u64,
     },
@@ -269,6 +314,11 @@ impl Node {
             next_proposal: 0,
             reads: HashMap::new(),
             read_waits: Vec::new(),
+            clock: cfg.clock.clone(),
+            lease: cfg.lease(),
+            lease_until: None,
+            heartbeat: cfg.tick * cfg.heartbeat_ticks as u32,
+            next_renewal: cfg.clock.now(),
             applied: 0,
             status: status.clone(),
             was_leader: false,
@@ -353,6 +403,18 @@ impl Node {
             &rx,
             timeout,
         )
+    }
+
+    /// A linearizable read point served locally while this leader's lease is valid (the
+    /// leader has committed an entry in its term, no leadership transfer is under way, and a
+    /// quorum acknowledged it less than [`Config::lease`] ago); otherwise through read-index.
+    /// The result says which.
+    ///
+    /// # Errors
+    /// As [`Node::read_index`].
+    pub fn lease_read(&self, timeout: Duration) -> Result<ReadPoint> {
+        let (reply, rx) = mpsc::sync_channel(1);
+        self.call(Event::LeaseRead { reply }, &rx, timeout)
     }
 
     /// Confirms that this node is still the leader: a quorum acknowledged it after the call.
@@ -478,16 +540,72 @@ impl Drop for Node {
     }
 }
 
+/// Who waits for a read point.
+enum ReadReply {
+    /// `read_index` (or `verify_leader`, which needs no apply).
+    Index {
+        reply: SyncSender<Result<u64>>,
+        leader_only: bool,
+    },
+    /// `lease_read` that fell back to read-index.
+    Lease(SyncSender<Result<ReadPoint>>),
+    /// An internal round that only renews the lease.
+    Renew,
+}
+
+impl ReadReply {
+    fn ok(self, index: u64, via: ReadVia) {
+        match self {
+            ReadReply::Index { reply, .. } => {
+                let _ = reply.send(Ok(index));
+            }
+            ReadReply::Lease(reply) => {
+                let _ = reply.send(Ok(ReadPoint { index, via }));
+            }
+            ReadReply::Renew => {}
+        }
+    }
+
+    fn err(self, e: Error) {
+        match self {
+            ReadReply::Index { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+            ReadReply::Lease(reply) => {
+                let _ = reply.send(Err(e));
+            }
+            ReadReply::Renew => {}
+        }
+    }
+
+    /// Whether the caller needs the state machine to have applied the read point.
+    fn needs_apply(&self) -> bool {
+        !matches!(
+            self,
+            ReadReply::Index {
+                leader_only: true,
+                ..
+            } | ReadReply::Renew
+        )
+    }
+}
+
 struct Core<L: BatchStore, S: SnapshotStore, M, T> {
     node: RawNode<RaftStorage<L, S>>,
     sm: M,
     transport: T,
     pending: HashMap<u64, Reply>,
     next_proposal: u64,
-    /// Read-index requests sent to Raft, by request id.
-    reads: HashMap<u64, (SyncSender<Result<u64>>, bool)>,
+    /// Read-index requests sent to Raft, by request id, with when they were issued.
+    reads: HashMap<u64, (ReadReply, Instant)>,
     /// Read points waiting for the state machine to apply up to them.
-    read_waits: Vec<(u64, SyncSender<Result<u64>>)>,
+    read_waits: Vec<(u64, ReadReply, ReadVia)>,
+    clock: Arc<dyn Clock>,
+    lease: Duration,
+    /// The lease is valid until then (leaders only).
+    lease_until: Option<Instant>,
+    heartbeat: Duration,
+    next_renewal: Instant,
     applied: u64,
     status: Arc<Mutex<Status>>,
     was_leader: bool,
@@ -495,9 +613,13 @@ struct Core<L: BatchStore, S: SnapshotStore, M, T> {
 
 impl<L: BatchStore, S: SnapshotStore, M: StateMachine, T: Transport> Core<L, S, M, T> {
     fn run(&mut self, rx: &Receiver<Event>, tick: Duration) {
-        let mut next_tick = Instant::now() + tick;
+        let mut next_tick = self.clock.now() + tick;
         let stop = loop {
-            let wait = next_tick.saturating_duration_since(Instant::now());
+            // Wait until the next tick by the clock (re-checked at least every tick of real
+            // time, so a clock moved by hand is noticed).
+            let wait = next_tick
+                .saturating_duration_since(self.clock.now())
+                .min(tick);
             let mut stop = None;
             match rx.recv_timeout(wait) {
                 Ok(ev) => {
@@ -519,12 +641,18 @@ impl<L: BatchStore, S: SnapshotStore, M: StateMachine, T: Transport> Core<L, S, 
             if let Some(e) = stop {
                 break e;
             }
-            if Instant::now() >= next_tick {
+            let now = self.clock.now();
+            if now >= next_tick {
                 self.node.tick();
                 next_tick += tick;
-                if next_tick < Instant::now() {
-                    next_tick = Instant::now() + tick;
+                if next_tick < now {
+                    next_tick = now + tick;
                 }
+            }
+            // A leader renews its lease with a read-index round every heartbeat interval.
+            if self.node.raft.state == StateRole::Leader && now >= self.next_renewal {
+                self.next_renewal = now + self.heartbeat;
+                self.start_read(ReadReply::Renew);
             }
             if let Err(e) = self.on_ready() {
                 break e;
@@ -535,10 +663,10 @@ impl<L: BatchStore, S: SnapshotStore, M: StateMachine, T: Transport> Core<L, S, 
             let _ = reply.send(Err(stop.clone()));
         }
         for (_, (reply, _)) in self.reads.drain() {
-            let _ = reply.send(Err(stop.clone()));
+            reply.err(stop.clone());
         }
-        for (_, reply) in self.read_waits.drain(..) {
-            let _ = reply.send(Err(stop.clone()));
+        for (_, reply, _) in self.read_waits.drain(..) {
+            reply.err(stop.clone());
         }
         lock(&self.status).stopped = true;
     }
@@ -549,16 +677,29 @@ impl<L: BatchStore, S: SnapshotStore, M: StateMachine, T: Transport> Core<L, S, 
             Event::Step(m) => {
                 let _ = self.node.step(*m);
             }
-            Event::Transfer { to } => self.node.transfer_leader(to),
+            Event::Transfer { to } => {
+                self.lease_until = None; // no lease reads while leadership moves
+                self.node.transfer_leader(to);
+            }
             Event::ReadIndex { reply, leader_only } => {
                 if leader_only && self.node.raft.state != StateRole::Leader {
                     let _ = reply.send(Err(self.not_leader()));
                     return None;
                 }
-                self.next_proposal += 1;
-                let id = self.next_proposal;
-                self.node.read_index(id.to_le_bytes().to_vec());
-                self.reads.insert(id, (reply, leader_only));
+                self.start_read(ReadReply::Index { reply, leader_only });
+            }
+            Event::LeaseRead { reply } => {
+                let r = &self.node.raft;
+                let valid = r.state == StateRole::Leader
+                    && r.lead_transferee.is_none()
+                    && r.commit_to_current_term()
+                    && self.lease_until.is_some_and(|t| self.clock.now() < t);
+                if valid {
+                    let index = r.raft_log.committed;
+                    self.wait_applied(index, ReadReply::Lease(reply), ReadVia::Lease);
+                } else {
+                    self.start_read(ReadReply::Lease(reply));
+                }
             }
             Event::ConfChange { cc, reply } => {
                 if self.node.raft.state != StateRole::Leader {
@@ -595,6 +736,21 @@ impl<L: BatchStore, S: SnapshotStore, M: StateMachine, T: Transport> Core<L, S, 
             }
         }
         None
+    }
+
+    fn start_read(&mut self, reply: ReadReply) {
+        self.next_proposal += 1;
+        let id = self.next_proposal;
+        self.node.read_index(id.to_le_bytes().to_vec());
+        self.reads.insert(id, (reply, self.clock.now()));
+    }
+
+    fn wait_applied(&mut self, index: u64, reply: ReadReply, via: ReadVia) {
+        if !reply.needs_apply() || index <= self.applied {
+            reply.ok(index, via);
+        } else {
+            self.read_waits.push((index, reply, via));
+        }
     }
 
     fn not_leader(&self) -> Error {
@@ -671,14 +827,13 @@ impl<L: BatchStore, S: SnapshotStore, M: StateMachine, T: Transport> Core<L, S, 
         }
         // Read points the state machine has now reached.
         let applied = self.applied;
-        self.read_waits.retain(|(index, reply)| {
-            if *index <= applied {
-                let _ = reply.send(Ok(*index));
-                false
-            } else {
-                true
-            }
-        });
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.read_waits)
+            .into_iter()
+            .partition(|(index, _, _)| *index <= applied);
+        self.read_waits = waiting;
+        for (index, reply, via) in ready {
+            reply.ok(index, via);
+        }
         Ok(())
     }
 
@@ -687,12 +842,13 @@ impl<L: BatchStore, S: SnapshotStore, M: StateMachine, T: Transport> Core<L, S, 
             let Ok(b) = <[u8; 8]>::try_from(&rs.request_ctx[..]) else {
                 continue;
             };
-            if let Some((reply, leader_only)) = self.reads.remove(&u64::from_le_bytes(b)) {
-                if leader_only || rs.index <= self.applied {
-                    let _ = reply.send(Ok(rs.index));
-                } else {
-                    self.read_waits.push((rs.index, reply));
+            if let Some((reply, issued)) = self.reads.remove(&u64::from_le_bytes(b)) {
+                // A quorum acknowledged this leader after `issued`: the lease runs from then.
+                if self.node.raft.state == StateRole::Leader {
+                    let until = issued + self.lease;
+                    self.lease_until = Some(self.lease_until.map_or(until, |t| t.max(until)));
                 }
+                self.wait_applied(rs.index, reply, ReadVia::ReadIndex);
             }
         }
     }
@@ -740,8 +896,11 @@ impl<L: BatchStore, S: SnapshotStore, M: StateMachine, T: Transport> Core<L, S, 
                 let _ = reply.send(Err(Error::LeadershipLost));
             }
             for (_, (reply, _)) in self.reads.drain() {
-                let _ = reply.send(Err(Error::LeadershipLost));
+                reply.err(Error::LeadershipLost);
             }
+        }
+        if !leader {
+            self.lease_until = None;
         }
         self.was_leader = leader;
         let mut s = lock(&self.status);
