@@ -1,0 +1,235 @@
+//! Clients write and read a replicated key–value store while a nemesis partitions nodes and
+//! crashes and restarts them (on their real `Wal`s); the recorded history is checked for
+//! linearizability (Wing–Gong, `support/linearizability.rs`). A final read of every key after
+//! healing makes a lost acknowledged write show up as a violation.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+#[path = "support/linearizability.rs"]
+mod lin;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use raftwal_glue::{Config, MemNetwork, Node, NodeError, RaftStorage, Role, StateMachine};
+use raftwal_snapshot::MemSnapshotStore;
+use raftwal_wal::{Wal, WalOptions};
+
+#[derive(Clone, Default)]
+struct Kv(Arc<Mutex<BTreeMap<u64, u64>>>);
+
+impl StateMachine for Kv {
+    fn apply(&mut self, _index: u64, command: &[u8]) -> Vec<u8> {
+        if let Ok(b) = <[u8; 16]>::try_from(command) {
+            let k = u64::from_le_bytes(b[..8].try_into().unwrap());
+            let v = u64::from_le_bytes(b[8..].try_into().unwrap());
+            self.0.lock().unwrap().insert(k, v);
+        }
+        Vec::new()
+    }
+}
+
+type Members = Arc<Mutex<BTreeMap<u64, (Arc<Node>, Kv)>>>;
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    net: MemNetwork,
+    members: Members,
+}
+
+impl Cluster {
+    fn path(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("n{id}"))
+    }
+
+    fn start(&self, id: u64) {
+        let wal = Wal::open(self.path(id), WalOptions::default().segment_size(256 << 10)).unwrap();
+        let storage = RaftStorage::new(wal, MemSnapshotStore::new(1).unwrap());
+        let kv = Kv::default();
+        let cfg = Config {
+            tick: Duration::from_millis(10),
+            ..Config::new(id, vec![1, 2, 3])
+        };
+        let node = Node::start(cfg, kv.clone(), storage, self.net.transport(id)).unwrap();
+        self.net.connect(id, node.mailbox());
+        self.members
+            .lock()
+            .unwrap()
+            .insert(id, (Arc::new(node), kv));
+    }
+
+    fn crash(&self, id: u64) {
+        self.net.disconnect(id);
+        let m = self.members.lock().unwrap().remove(&id);
+        if let Some((n, _)) = m {
+            n.shutdown();
+        }
+    }
+
+    fn pick(&self, r: u64) -> Option<(u64, Arc<Node>, Kv)> {
+        let m = self.members.lock().unwrap();
+        let ids: Vec<u64> = m.keys().copied().collect();
+        let id = *ids.get(r as usize % ids.len().max(1))?;
+        let (n, kv) = &m[&id];
+        Some((id, n.clone(), kv.clone()))
+    }
+
+    fn node(&self, id: u64) -> Option<(Arc<Node>, Kv)> {
+        self.members.lock().unwrap().get(&id).cloned()
+    }
+}
+
+fn rng(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
+}
+
+#[test]
+fn history_under_partitions_and_crashes_is_linearizable() {
+    let c = Arc::new(Cluster {
+        dir: tempfile::tempdir().unwrap(),
+        net: MemNetwork::new(),
+        members: Arc::default(),
+    });
+    for id in 1..=3 {
+        c.start(id);
+    }
+    let t0 = Instant::now();
+    let now = move || t0.elapsed().as_micros() as u64;
+    let history = Arc::new(Mutex::new(Vec::<lin::Event>::new()));
+    let run_for = Duration::from_secs(4);
+
+    let clients: Vec<_> = (0..3u64)
+        .map(|client| {
+            let (c, history) = (c.clone(), history.clone());
+            std::thread::spawn(move || {
+                let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ (client + 1);
+                let mut n = 0u64;
+                while t0.elapsed() < run_for {
+                    let key = rng(&mut seed) % 8;
+                    let Some((_, node, kv)) = c.pick(rng(&mut seed)) else {
+                        continue;
+                    };
+                    let call = now();
+                    if rng(&mut seed) % 2 == 0 {
+                        n += 1;
+                        let value = client * 1_000_000 + n;
+                        let mut cmd = key.to_le_bytes().to_vec();
+                        cmd.extend_from_slice(&value.to_le_bytes());
+                        // Follow leader hints within one operation.
+                        let mut target = node;
+                        let outcome = loop {
+                            match target.apply(cmd.clone(), Duration::from_millis(500)) {
+                                Ok(_) => break Some(Some(now())),
+                                Err(NodeError::NotLeader {
+                                    leader_hint: Some(h),
+                                }) if t0.elapsed() < run_for => match c.node(h) {
+                                    Some((n, _)) => target = n,
+                                    None => break None,
+                                },
+                                // Never proposed, or dropped by Raft: no effect.
+                                Err(NodeError::NotLeader { .. } | NodeError::Dropped) => {
+                                    break None
+                                }
+                                // May or may not have committed.
+                                Err(_) => break Some(None),
+                            }
+                        };
+                        if let Some(ret) = outcome {
+                            history.lock().unwrap().push(lin::Event {
+                                key,
+                                op: lin::Op::Write(value),
+                                call,
+                                ret,
+                            });
+                        }
+                    } else if node.read_index(Duration::from_millis(500)).is_ok() {
+                        let v = kv.0.lock().unwrap().get(&key).copied();
+                        history.lock().unwrap().push(lin::Event {
+                            key,
+                            op: lin::Op::Read(v),
+                            call,
+                            ret: Some(now()),
+                        });
+                    }
+                }
+            })
+        })
+        .collect();
+
+    // The nemesis.
+    let mut seed = 42u64;
+    let mut down: Option<u64> = None;
+    while t0.elapsed() < run_for {
+        std::thread::sleep(Duration::from_millis(250));
+        match rng(&mut seed) % 4 {
+            0 => {
+                let id = rng(&mut seed) % 3 + 1;
+                let others: Vec<u64> = (1..=3).filter(|&i| i != id).collect();
+                c.net.partition(&[id], &others);
+            }
+            1 => c.net.heal(),
+            2 if down.is_none() => {
+                let id = rng(&mut seed) % 3 + 1;
+                c.crash(id);
+                down = Some(id);
+            }
+            _ => {
+                if let Some(id) = down.take() {
+                    c.start(id);
+                }
+            }
+        }
+    }
+    for cl in clients {
+        cl.join().unwrap();
+    }
+    c.net.heal();
+    if let Some(id) = down {
+        c.start(id);
+    }
+
+    // Final reads through a settled leader: every acknowledged write must be visible.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let leader = loop {
+        let l = (1..=3).find(|&id| {
+            c.node(id).is_some_and(|(n, _)| {
+                n.role() == Role::Leader && n.barrier(Duration::from_secs(2)).is_ok()
+            })
+        });
+        if let Some(l) = l {
+            break l;
+        }
+        assert!(Instant::now() < deadline, "no leader after healing");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (node, kv) = c.node(leader).unwrap();
+    for key in 0..8 {
+        let call = now();
+        node.read_index(Duration::from_secs(5)).unwrap();
+        let v = kv.0.lock().unwrap().get(&key).copied();
+        history.lock().unwrap().push(lin::Event {
+            key,
+            op: lin::Op::Read(v),
+            call,
+            ret: Some(now()),
+        });
+    }
+    let h = history.lock().unwrap().clone();
+    let acked = h
+        .iter()
+        .filter(|e| matches!(e.op, lin::Op::Write(_)) && e.ret.is_some())
+        .count();
+    assert!(
+        acked > 10,
+        "too few acknowledged writes ({acked}) for a meaningful check"
+    );
+    if let Err(key) = lin::check(&h) {
+        let mut ops: Vec<_> = h.iter().filter(|e| e.key == key).collect();
+        ops.sort_by_key(|e| e.call);
+        panic!("key {key} is not linearizable: {ops:#?}");
+    }
+}
