@@ -114,7 +114,7 @@ fn history_under_partitions_and_crashes_is_linearizable() {
                         continue;
                     };
                     let call = now();
-                    if rng(&mut seed) % 2 == 0 {
+                    if rng(&mut seed).is_multiple_of(2) {
                         n += 1;
                         let value = client * 1_000_000 + n;
                         let mut cmd = key.to_le_bytes().to_vec();
