@@ -65,6 +65,10 @@ enum Cmd {
         /// `compare-raft-engine` cargo feature).
         #[arg(long, value_enum)]
         compare: Option<CompareWith>,
+        /// Also run a 3-node Raft cluster (on-disk WALs, TCP on loopback) with 1 and 64 clients,
+        /// with fsync batching on and off.
+        #[arg(long)]
+        cluster: bool,
         /// Draw latency percentiles and throughput per batch size (with the raw disk's limit)
         /// as SVG.
         #[arg(long)]
@@ -135,6 +139,7 @@ fn main() -> ExitCode {
         phase_secs: None,
         json: None,
         compare: None,
+        cluster: false,
         plot: None,
         no_progress: false,
     }) {
@@ -150,6 +155,7 @@ fn main() -> ExitCode {
             phase_secs,
             json,
             compare,
+            cluster,
             plot,
             no_progress,
         } => (|| -> Result<ExitCode, Box<dyn std::error::Error + Send + Sync>> {
@@ -199,6 +205,7 @@ fn main() -> ExitCode {
                 },
                 progress: !no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
                 compare_raft_engine: matches!(compare, Some(CompareWith::RaftEngine)),
+                cluster,
             };
             eprintln!(
                 "raftwal bench: ≈{:.0} s in a temporary directory under {}",

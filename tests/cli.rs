@@ -236,6 +236,7 @@ fn quick_bench_reports_every_figure_as_json() {
         json.to_str().unwrap(),
         "--plot",
         svg.to_str().unwrap(),
+        "--cluster",
         "--no-progress",
     ]);
     assert!(o.status.success(), "{}", text(&o));
@@ -271,6 +272,8 @@ fn quick_bench_reports_every_figure_as_json() {
         "get_log random (active)",
         "snapshot write+commit",
         "snapshot read+verify (device)",
+        "3-node cluster, 1 client(s), batching off",
+        "3-node cluster, 64 client(s), batching on",
         "snapshot read+verify (page cache)",
     ] {
         assert!(names.contains(&want), "missing row {want}: {names:?}");

@@ -50,6 +50,10 @@ pub struct Config {
     pub heartbeat_ticks: usize,
     /// The clock for ticks and the leader lease.
     pub clock: Arc<dyn Clock>,
+    /// Let every proposal queued while a round was persisted join the next round, so one
+    /// fsync covers all of them (default `true`). `false` takes one proposal per round: one
+    /// fsync each (for measuring what batching buys).
+    pub batch_proposals: bool,
 }
 
 impl Config {
@@ -62,6 +66,7 @@ impl Config {
             election_ticks: 10,
             heartbeat_ticks: 2,
             clock: Arc::new(SystemClock),
+            batch_proposals: true,
         }
     }
 
@@ -324,9 +329,10 @@ impl Node {
             was_leader: false,
         };
         let tick = cfg.tick;
+        let batch = cfg.batch_proposals;
         let thread = std::thread::Builder::new()
             .name(format!("raftwal-node-{}", cfg.id))
-            .spawn(move || core.run(&rx, tick))
+            .spawn(move || core.run(&rx, tick, batch))
             .map_err(|e| storage_err(&e))?;
         Ok(Node {
             id: cfg.id,
@@ -612,7 +618,7 @@ struct Core<L: BatchStore, S: SnapshotStore, M, T> {
 }
 
 impl<L: BatchStore, S: SnapshotStore, M: StateMachine, T: Transport> Core<L, S, M, T> {
-    fn run(&mut self, rx: &Receiver<Event>, tick: Duration) {
+    fn run(&mut self, rx: &Receiver<Event>, tick: Duration, batch: bool) {
         let mut next_tick = self.clock.now() + tick;
         let stop = loop {
             // Wait until the next tick by the clock (re-checked at least every tick of real
@@ -623,14 +629,19 @@ impl<L: BatchStore, S: SnapshotStore, M: StateMachine, T: Transport> Core<L, S, 
             let mut stop = None;
             match rx.recv_timeout(wait) {
                 Ok(ev) => {
+                    let mut proposals = usize::from(matches!(ev, Event::Propose { .. }));
                     stop = self.handle(ev);
-                    // Everything already queued joins this round (one fsync for all of it).
+                    // Everything already queued joins this round (one fsync for all of it),
+                    // unless batching is off: then a round takes one proposal.
                     for _ in 0..1024 {
-                        if stop.is_some() {
+                        if stop.is_some() || (!batch && proposals > 0) {
                             break;
                         }
                         match rx.try_recv() {
-                            Ok(ev) => stop = self.handle(ev),
+                            Ok(ev) => {
+                                proposals += usize::from(matches!(ev, Event::Propose { .. }));
+                                stop = self.handle(ev);
+                            }
                             Err(_) => break,
                         }
                     }

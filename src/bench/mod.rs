@@ -7,6 +7,7 @@
 // against.
 #![allow(clippy::disallowed_methods)]
 
+pub mod cluster;
 #[cfg(feature = "compare-raft-engine")]
 pub mod compare;
 pub mod machine;
@@ -51,6 +52,8 @@ pub struct Config {
     pub progress: bool,
     /// Also run the workloads against TiKV's raft-engine (feature `compare-raft-engine`).
     pub compare_raft_engine: bool,
+    /// Also run the 3-node cluster workloads.
+    pub cluster: bool,
 }
 
 /// One workload run against raftwal and against raft-engine.
@@ -128,17 +131,17 @@ pub struct Report {
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-struct Hist(Histogram<u64>);
+pub(crate) struct Hist(pub(crate) Histogram<u64>);
 
 impl Hist {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         // 1 ns .. 100 s, 3 significant digits; cannot fail with these bounds.
         Hist(
             Histogram::new_with_bounds(1, 100_000_000_000, 3)
                 .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable_hist())),
         )
     }
-    fn record(&mut self, d: Duration) {
+    pub(crate) fn record(&mut self, d: Duration) {
         let _ = self.0.record((d.as_nanos() as u64).max(1));
     }
     fn fill(&self, r: &mut Row) {
@@ -158,7 +161,15 @@ fn unreachable_hist() -> Histogram<u64> {
     Histogram::new_with_max(u64::MAX / 2, 2).unwrap_or_else(|_| unreachable_hist())
 }
 
-fn row(group: &str, name: &str, ops: u64, entries: u64, bytes: u64, secs: f64, h: &Hist) -> Row {
+pub(crate) fn row(
+    group: &str,
+    name: &str,
+    ops: u64,
+    entries: u64,
+    bytes: u64,
+    secs: f64,
+    h: &Hist,
+) -> Row {
     let mut r = Row {
         group: group.into(),
         name: name.into(),
@@ -636,6 +647,25 @@ pub fn run(cfg: &Config) -> Result<Report, Error> {
         Some("raw sequential read (page cache)"),
     );
 
+    if cfg.cluster {
+        r.phase("3-node cluster");
+        let best = r
+            .rows
+            .iter()
+            .filter(|x| x.group == "concurrent" && x.name.starts_with("concurrent appenders"))
+            .max_by(|a, b| a.entries_per_sec.total_cmp(&b.entries_per_sec))
+            .map(|x| (x.name.clone(), x.entries_per_sec));
+        let mut rows = cluster::run(root, cfg.phase, &[1, 64], cfg.entry_size)?;
+        // The cluster against the single-node WAL's group commit, measured in this run.
+        if let (Some((name, eps)), Some(last)) = (best, rows.last().cloned()) {
+            let mut x = last;
+            x.name = format!("{} vs one WAL", x.name);
+            x.baseline = Some(name);
+            x.ratio = Some(x.entries_per_sec / eps.max(1e-9));
+            rows.push(x);
+        }
+        r.rows.extend(rows);
+    }
     let comparison = compare(cfg, root, &r)?;
     if let Some(b) = &r.bar {
         b.finish_and_clear();
