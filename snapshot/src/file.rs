@@ -2,7 +2,7 @@
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 
 use raftwal_wal::vfs::{FileKind, OpenMode, StdVfs, Vfs, VfsFile};
 
@@ -457,11 +457,11 @@ impl Drop for FileSink {
 /// in memory).
 pub struct FileReader {
     path: PathBuf,
-    chunks: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    chunks: mpsc::Receiver<io::Result<Vec<u8>>>,
     buf: Vec<u8>,
     pos: usize,
     done: bool,
-    _thread: Option<std::thread::JoinHandle<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for FileReader {
@@ -475,7 +475,7 @@ impl std::fmt::Debug for FileReader {
 
 impl FileReader {
     fn start(file: Arc<dyn VfsFile>, path: PathBuf, size: u64, expected: u32) -> Self {
-        let (tx, rx) = std::sync::mpsc::sync_channel(2);
+        let (tx, rx) = mpsc::sync_channel(2);
         let p = path.clone();
         let produce = move || {
             let mut crc = crc32fast::Hasher::new();
@@ -521,7 +521,7 @@ impl FileReader {
         let (thread, chunks) = match thread {
             Ok(t) => (Some(t), rx),
             Err(e) => {
-                let (tx, rx) = std::sync::mpsc::sync_channel(1);
+                let (tx, rx) = mpsc::sync_channel(1);
                 let _ = tx.send(Err(e));
                 (None, rx)
             }
@@ -532,7 +532,19 @@ impl FileReader {
             buf: Vec::new(),
             pos: 0,
             done: false,
-            _thread: thread,
+            thread,
+        }
+    }
+}
+
+impl Drop for FileReader {
+    fn drop(&mut self) {
+        // Disconnect first, so a read-ahead thread blocked on a full channel stops, then wait
+        // for it: no thread outlives its reader.
+        let (_, closed) = mpsc::sync_channel(0);
+        drop(std::mem::replace(&mut self.chunks, closed));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }
