@@ -2,23 +2,22 @@
 //!
 //! Raft over the raftwal stores. The consensus core is tikv/raft-rs 0.7 (`RawNode`).
 //!
-//! This release provides [`RaftStorage`]: `raft::Storage` over any [`raftwal_wal::BatchStore`]
-//! (such as the [`raftwal_wal::Wal`]) and [`raftwal_snapshot::SnapshotStore`], with the writes a
-//! Raft node makes (a round's entries and hard state in one atomic batch, snapshot install,
-//! compaction). Applications that already drive a raft-rs `RawNode` can swap it in; see its
-//! example.
+//! - [`RaftStorage`]: `raft::Storage` over any [`raftwal_wal::BatchStore`] (such as the
+//!   [`raftwal_wal::Wal`]) and [`raftwal_snapshot::SnapshotStore`], with the writes a Raft node
+//!   makes (a round's entries and hard state in one atomic batch, snapshot install, compaction).
+//!   Applications that already drive a raft-rs `RawNode` can swap it in; see its example.
+//! - [`Node`]: a `RawNode` on its own thread. `apply` a command and get the state machine's
+//!   response once it is committed and applied; `barrier`, `read_index`, `lease_read` (local
+//!   under a leader lease on a [`Clock`], else read-index, and it says which), `verify_leader`,
+//!   `add_learner`, `add_voter` (learner first, promoted once caught up), `remove_server`,
+//!   `transfer_leadership`, `status`, `shutdown`; specific errors ([`NodeError`]).
+//! - Transports: [`MemNetwork`] (one process, with partitions) and [`TcpTransport`] with
+//!   [`TcpServer`] (length-prefixed frames with a maximum size, cluster-id handshake, reconnect
+//!   with backoff). `examples/kv` is a replicated key-value server over TCP.
 //!
-//! [`Node`] runs a raft-rs `RawNode` on its own thread over a [`RaftStorage`]: `apply` a command
-//! and get the state machine's response once it is committed and applied; `status`, `leader`,
-//! `role`, `shutdown`; specific errors (`NotLeader` with a hint, `Timeout`, `LeadershipLost`,
-//! `Dropped`, `Shutdown`, `Storage`). [`MemNetwork`] connects nodes of one process, with
-//! partitions; [`TcpTransport`] and [`TcpServer`] connect nodes over TCP (length-prefixed frames,
-//! cluster-id handshake, reconnect with backoff). Also: `read_index`, `verify_leader`, `barrier`,
-//! membership changes (`add_learner`, `add_voter`, `remove_server`) and `transfer_leadership`.
-//! `lease_read` serves reads locally under a leader lease (on a [`Clock`] tests can drive) and
-//! falls back to read-index, saying which it used. `examples/kv` is a replicated key–value
-//! server over TCP (tested with three processes and kill -9). Not built yet: snapshots (taking, streaming, installing), the async-ready
-//! persistence thread, and the cluster benchmark.
+//! Not built yet: snapshots (taking, streaming out of band, installing, log compaction) and the
+//! async-ready persistence thread (rounds are persisted on the node's thread; proposals queued
+//! meanwhile join the next round's single fsync).
 
 mod clock;
 mod node;
