@@ -1,7 +1,15 @@
 //! A replicated key–value server: Raft over TCP, the log in a raftwal `Wal`.
 //!
 //! ```text
-//! kv --id 1 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 \
+//! cargo run -p raftwal-glue --bin raftwal-kv -- --id 1 \
+//!    --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 \
+//!    --client 127.0.0.1:8001 --dir /tmp/kv1
+//! ```
+//!
+//! (one process per node; the same `--peers` everywhere). In full:
+//!
+//! ```text
+//! raftwal-kv --id 1 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 \
 //!    --client 127.0.0.1:8001 --dir /tmp/kv1
 //! ```
 //!

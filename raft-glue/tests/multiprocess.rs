@@ -1,4 +1,4 @@
-//! Three processes of `examples/kv` over TCP on 127.0.0.1: kill -9 the leader, restart it, and
+//! Three processes of `examples/kv` (the `raftwal-kv` binary) over TCP on 127.0.0.1: kill -9 the leader, restart it, and
 //! check that no acknowledged write is lost.
 #![allow(
     clippy::unwrap_used,
@@ -15,17 +15,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// `target/<profile>/examples/kv`, built by `cargo test` alongside this test.
+/// The example server, built by Cargo as the `raftwal-kv` binary of this package.
 fn kv_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let bin = profile_dir.join("examples").join("kv");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build -p raftwal-glue --example kv`",
-        bin.display()
-    );
-    bin
+    PathBuf::from(env!("CARGO_BIN_EXE_raftwal-kv"))
 }
 
 fn free_port() -> SocketAddr {
