@@ -314,3 +314,40 @@ fn add_voter_remove_server_and_transfer_leadership() {
     want.insert("on".into(), "four".into());
     c.wait_converged(&want);
 }
+
+/// A failed fsync stops the node with a clear storage error: no retry, no later success.
+#[test]
+fn a_failed_fsync_stops_the_node_cleanly() {
+    use raftwal_wal::vfs::{SimFaults, SimVfs};
+    let vfs = SimVfs::new(1);
+    let wal = Wal::open(
+        "/n1",
+        WalOptions::default()
+            .segment_size(64 << 10)
+            .vfs(Arc::new(vfs.process())),
+    )
+    .unwrap();
+    let storage = RaftStorage::new(wal, MemSnapshotStore::new(1).unwrap());
+    let cfg = Config {
+        tick: Duration::from_millis(10),
+        ..Config::new(1, vec![1])
+    };
+    let net = MemNetwork::new();
+    let node = Node::start(cfg, Kv::default(), storage, net.transport(1)).unwrap();
+    assert!(wait(|| (node.role() == Role::Leader).then_some(())).is_some());
+    node.apply(b"set a 1".to_vec(), Duration::from_secs(5))
+        .unwrap();
+    vfs.set_faults(SimFaults {
+        fail_sync_at: Some(1),
+        ..Default::default()
+    });
+    match node.apply(b"set a 2".to_vec(), Duration::from_secs(5)) {
+        Err(NodeError::Storage(msg)) => assert!(msg.contains("fdatasync"), "{msg}"),
+        other => panic!("expected a storage error, got {other:?}"),
+    }
+    assert!(wait(|| node.status().stopped.then_some(())).is_some());
+    assert!(matches!(
+        node.apply(b"set a 3".to_vec(), Duration::from_secs(1)),
+        Err(NodeError::Shutdown)
+    ));
+}
