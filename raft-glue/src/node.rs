@@ -218,6 +218,12 @@ enum Event {
     LeaseRead {
         reply: SyncSender<Result<ReadPoint>>,
     },
+    /// The persistence thread made round `number` durable: its messages may go now.
+    Persisted {
+        number: u64,
+        msgs: Vec<Message>,
+    },
+    PersistFailed(String),
     Transfer {
         to: u64,
     },
@@ -248,6 +254,8 @@ pub struct Node {
     tx: Sender<Event>,
     status: Arc<Mutex<Status>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// The persistence thread; it ends once the node's thread (its only job source) has.
+    persister: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -327,18 +335,40 @@ impl Node {
             applied: 0,
             status: status.clone(),
             was_leader: false,
+            persist: None,
         };
+        let mut persister = None;
+        if cfg.batch_proposals {
+            let (jobs_tx, jobs_rx) = mpsc::channel();
+            let (log, events) = (core.node.store().log_handle(), tx.clone());
+            persister = Some(
+                std::thread::Builder::new()
+                    .name(format!("raftwal-persist-{}", cfg.id))
+                    .spawn(move || persist_loop(log.as_ref(), &jobs_rx, &events))
+                    .map_err(|e| storage_err(&e))?,
+            );
+            core.persist = Some(jobs_tx);
+        }
         let tick = cfg.tick;
         let batch = cfg.batch_proposals;
         let thread = std::thread::Builder::new()
             .name(format!("raftwal-node-{}", cfg.id))
-            .spawn(move || core.run(&rx, tick, batch))
+            .spawn(move || {
+                // raft-rs panics on some storage errors (for example a failed read of a term):
+                // contain it so the node stops cleanly instead of vanishing.
+                let stopped = core.status.clone();
+                let run = std::panic::AssertUnwindSafe(|| core.run(&rx, tick, batch));
+                if std::panic::catch_unwind(run).is_err() {
+                    lock(&stopped).stopped = true;
+                }
+            })
             .map_err(|e| storage_err(&e))?;
         Ok(Node {
             id: cfg.id,
             tx,
             status,
             thread: Mutex::new(Some(thread)),
+            persister: Mutex::new(persister),
         })
     }
 
@@ -531,10 +561,14 @@ impl Node {
         Err(Error::Timeout)
     }
 
-    /// Stops the node and waits for its thread. Idempotent.
+    /// Stops the node and waits for its threads, so its storage is released when this
+    /// returns. Idempotent.
     pub fn shutdown(&self) {
         let _ = self.tx.send(Event::Shutdown);
         if let Some(t) = lock(&self.thread).take() {
+            let _ = t.join();
+        }
+        if let Some(t) = lock(&self.persister).take() {
             let _ = t.join();
         }
     }
@@ -543,6 +577,36 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// A round written to the log, waiting to be made durable.
+struct Job {
+    number: u64,
+    ticket: Option<raftwal_wal::Ticket>,
+    msgs: Vec<Message>,
+}
+
+/// The persistence thread: one `wait` (one fsync) covers every round queued meanwhile; rounds
+/// are reported back in order. A failure stops the node; it is never retried.
+fn persist_loop<L: BatchStore>(log: &L, jobs: &Receiver<Job>, events: &Sender<Event>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while let Ok(j) = jobs.try_recv() {
+            batch.push(j);
+        }
+        if let Some(t) = batch.iter().rev().find_map(|j| j.ticket) {
+            if let Err(e) = log.wait(t) {
+                let _ = events.send(Event::PersistFailed(e.to_string()));
+                return;
+            }
+        }
+        for j in batch {
+            let _ = events.send(Event::Persisted {
+                number: j.number,
+                msgs: j.msgs,
+            });
+        }
     }
 }
 
@@ -615,6 +679,8 @@ struct Core<L: BatchStore, S: SnapshotStore, M, T> {
     applied: u64,
     status: Arc<Mutex<Status>>,
     was_leader: bool,
+    /// With batching: rounds handed to the persistence thread.
+    persist: Option<Sender<Job>>,
 }
 
 impl<L: BatchStore, S: SnapshotStore, M: StateMachine, T: Transport> Core<L, S, M, T> {
@@ -688,6 +754,11 @@ impl<L: BatchStore, S: SnapshotStore, M: StateMachine, T: Transport> Core<L, S, 
             Event::Step(m) => {
                 let _ = self.node.step(*m);
             }
+            Event::Persisted { number, msgs } => {
+                self.send(msgs);
+                self.node.on_persist_ready(number);
+            }
+            Event::PersistFailed(e) => return Some(Error::Storage(e)),
             Event::Transfer { to } => {
                 self.lease_until = None; // no lease reads while leadership moves
                 self.node.transfer_leader(to);
@@ -876,6 +947,30 @@ impl<L: BatchStore, S: SnapshotStore, M: StateMachine, T: Transport> Core<L, S, 
             return Err(Error::Storage(
                 "snapshot installation is not supported by this release of the glue".into(),
             ));
+        }
+        if let Some(persist) = &self.persist {
+            // Asynchronous: the round is readable now and durable once the persistence thread
+            // says so; only then go the messages that acknowledge it. Proposals keep joining
+            // new rounds meanwhile, and one fsync covers every round queued.
+            let ticket = self
+                .node
+                .store()
+                .submit(rd.entries(), rd.hs())
+                .map_err(|e| Error::Storage(e.to_string()))?;
+            let job = Job {
+                number: rd.number(),
+                ticket,
+                msgs: rd.take_persisted_messages(),
+            };
+            let persist = persist.clone();
+            let committed = rd.take_committed_entries();
+            self.node.advance_append_async(rd);
+            persist
+                .send(job)
+                .map_err(|_| Error::Storage("persistence thread stopped".into()))?;
+            self.apply(committed)?;
+            self.node.advance_apply_to(self.applied);
+            return Ok(());
         }
         self.node
             .store()

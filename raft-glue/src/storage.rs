@@ -147,19 +147,27 @@ pub fn encode_conf_state(cs: &ConfState) -> Vec<u8> {
 /// ```
 #[derive(Debug)]
 pub struct RaftStorage<L, S> {
-    log: L,
+    log: std::sync::Arc<L>,
     snapshots: S,
 }
 
 impl<L: BatchStore, S: SnapshotStore> RaftStorage<L, S> {
     /// Wraps the stores.
     pub fn new(log: L, snapshots: S) -> Self {
-        RaftStorage { log, snapshots }
+        RaftStorage {
+            log: std::sync::Arc::new(log),
+            snapshots,
+        }
     }
 
     /// The log store.
     pub fn log(&self) -> &L {
         &self.log
+    }
+
+    /// A shared handle on the log store (for a persistence thread waiting on tickets).
+    pub fn log_handle(&self) -> std::sync::Arc<L> {
+        self.log.clone()
     }
 
     /// The snapshot store.
@@ -216,6 +224,23 @@ impl<L: BatchStore, S: SnapshotStore> RaftStorage<L, S> {
     /// # Errors
     /// Store errors; nothing is written then.
     pub fn append(&self, entries: &[Entry], hs: Option<&HardState>) -> Result<(), Error> {
+        if let Some(t) = self.submit(entries, hs)? {
+            self.log.wait(t)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a round as [`RaftStorage::append`] does, readable at once, without waiting for
+    /// durability: wait for the returned ticket (with the log's [`BatchStore::wait`]) before
+    /// acknowledging it. `None` if there was nothing to write.
+    ///
+    /// # Errors
+    /// Store errors; nothing is written then.
+    pub fn submit(
+        &self,
+        entries: &[Entry],
+        hs: Option<&HardState>,
+    ) -> Result<Option<raftwal_wal::Ticket>, Error> {
         let mut b = WriteBatch::new();
         if let Some(first) = entries.first() {
             let last = self.log.last_index()?;
@@ -228,9 +253,9 @@ impl<L: BatchStore, S: SnapshotStore> RaftStorage<L, S> {
             b.set(HARD_STATE_KEY, &encode(hs));
         }
         if b.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
-        Ok(self.log.commit(b)?)
+        Ok(Some(self.log.submit(b)?))
     }
 
     /// The persisted hard state.

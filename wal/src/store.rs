@@ -84,29 +84,54 @@ pub trait StableStore: Send + Sync {
 /// round's entries (cutting a conflicting tail) and its hard state with one fsync.
 /// [`crate::Wal`] and [`crate::MemStore`] implement it.
 pub trait BatchStore: LogStore + StableStore {
-    /// Applies the batch atomically; durable when it returns (for stores that are durable).
+    /// Applies the batch atomically: readable at once, durable once [`BatchStore::wait`]
+    /// returns for its ticket (or a later one).
     ///
     /// # Errors
-    /// As [`crate::Wal::write`] and [`crate::Wal::wait_durable`].
-    fn commit(&self, batch: crate::WriteBatch) -> Result<()>;
+    /// As [`crate::Wal::write`].
+    fn submit(&self, batch: crate::WriteBatch) -> Result<crate::Ticket>;
+
+    /// Waits until the write with this ticket, and every earlier one, is durable.
+    ///
+    /// # Errors
+    /// As [`crate::Wal::wait_durable`].
+    fn wait(&self, ticket: crate::Ticket) -> Result<()>;
+
+    /// `submit` then `wait`: atomic and durable when it returns.
+    ///
+    /// # Errors
+    /// As [`BatchStore::submit`] and [`BatchStore::wait`].
+    fn commit(&self, batch: crate::WriteBatch) -> Result<()> {
+        let t = self.submit(batch)?;
+        self.wait(t)
+    }
 }
 
 impl BatchStore for crate::Wal {
-    fn commit(&self, batch: crate::WriteBatch) -> Result<()> {
-        let t = self.write(batch)?;
-        self.wait_durable(t)
+    fn submit(&self, batch: crate::WriteBatch) -> Result<crate::Ticket> {
+        self.write(batch)
+    }
+    fn wait(&self, ticket: crate::Ticket) -> Result<()> {
+        self.wait_durable(ticket)
     }
 }
 
 impl BatchStore for crate::MemStore {
-    fn commit(&self, batch: crate::WriteBatch) -> Result<()> {
-        self.write(&batch)
+    fn submit(&self, batch: crate::WriteBatch) -> Result<crate::Ticket> {
+        self.write(&batch)?;
+        Ok(crate::Ticket(0))
+    }
+    fn wait(&self, _ticket: crate::Ticket) -> Result<()> {
+        Ok(())
     }
 }
 
 impl<T: BatchStore + ?Sized> BatchStore for std::sync::Arc<T> {
-    fn commit(&self, batch: crate::WriteBatch) -> Result<()> {
-        (**self).commit(batch)
+    fn submit(&self, batch: crate::WriteBatch) -> Result<crate::Ticket> {
+        (**self).submit(batch)
+    }
+    fn wait(&self, ticket: crate::Ticket) -> Result<()> {
+        (**self).wait(ticket)
     }
 }
 
