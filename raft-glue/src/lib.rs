@@ -15,9 +15,11 @@
 //!   [`TcpServer`] (length-prefixed frames with a maximum size, cluster-id handshake, reconnect
 //!   with backoff). `examples/kv` is a replicated key-value server over TCP.
 //!
-//! Not built yet: snapshots (taking, streaming out of band, installing, log compaction) and the
-//! async-ready persistence thread (rounds are persisted on the node's thread; proposals queued
-//! meanwhile join the next round's single fsync).
+//! Persistence follows raft-rs's async-ready protocol: each round is written (readable at once)
+//! and handed to a persistence thread, which covers every round queued meanwhile with one
+//! fsync; the messages acknowledging a round go out only after it is durable.
+//!
+//! Not built yet: snapshots (taking, streaming out of band, installing, log compaction).
 
 mod clock;
 mod node;
