@@ -11,7 +11,8 @@
 //!   under a leader lease on a [`Clock`], else read-index, and it says which), `verify_leader`,
 //!   `add_learner`, `add_voter` (learner first, promoted once caught up), `remove_server`,
 //!   `transfer_leadership`, `status`, `shutdown`; specific errors ([`NodeError`]).
-//! - Transports: [`MemNetwork`] (one process, with partitions) and [`TcpTransport`] with
+//! - Transports: [`MemNetwork`] (one process, with partitions and seedable loss, duplication
+//!   and reordering) and [`TcpTransport`] with
 //!   [`TcpServer`] (length-prefixed frames with a maximum size, cluster-id handshake, reconnect
 //!   with backoff). `examples/kv` is a replicated key-value server over TCP.
 //!
@@ -33,7 +34,7 @@ pub use node::{
     Status,
 };
 pub use tcp::{TcpServer, TcpTransport, MAX_FRAME};
-pub use transport::{MemNetwork, MemTransport, Transport};
+pub use transport::{MemNetwork, MemTransport, NetFaults, NetStats, Transport};
 
 pub use storage::{
     encode_conf_state, to_log_entry, to_raft_entry, Error, RaftStorage, CONF_STATE_KEY,

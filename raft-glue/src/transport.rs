@@ -1,4 +1,5 @@
-//! The transport seam, and an in-memory network for tests with per-link partitions and drops.
+//! The transport seam, and an in-memory network for tests with per-link partitions and
+//! seedable message loss, duplication and reordering.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -13,11 +14,58 @@ pub trait Transport: Send + 'static {
     fn send(&self, msg: Message);
 }
 
+/// Message faults an in-memory network injects, decided by a seeded PRNG.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct NetFaults {
+    /// Probability that a message is lost.
+    pub drop: f64,
+    /// Probability that a message is delivered twice.
+    pub duplicate: f64,
+    /// Probability that a message is held back and delivered later, after others.
+    pub reorder: f64,
+    /// PRNG seed.
+    pub seed: u64,
+}
+
 #[derive(Default)]
 struct Net {
     mailboxes: HashMap<u64, Mailbox>,
     /// Directed links that drop everything.
     cut: BTreeSet<(u64, u64)>,
+    faults: NetFaults,
+    rng: u64,
+    /// Messages held back for reordering.
+    held: Vec<Message>,
+    stats: NetStats,
+}
+
+/// What an in-memory network did with the messages it was given.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NetStats {
+    /// Messages sent.
+    pub sent: u64,
+    /// Lost to a cut link or an injected drop.
+    pub dropped: u64,
+    /// Delivered twice.
+    pub duplicated: u64,
+    /// Held back and delivered out of order.
+    pub reordered: u64,
+}
+
+impl Net {
+    fn chance(&mut self, p: f64) -> bool {
+        if p <= 0.0 {
+            return false;
+        }
+        // xorshift64*
+        let mut x = self.rng | 1;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        let unit = (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64;
+        unit < p
+    }
 }
 
 /// An in-memory network connecting nodes of one process. Links can be cut per direction, so
@@ -76,6 +124,19 @@ impl MemNetwork {
     pub fn heal(&self) {
         self.lock().cut.clear();
     }
+
+    /// Counts of what the network did so far.
+    pub fn stats(&self) -> NetStats {
+        self.lock().stats
+    }
+
+    /// Injects message faults from now on (all zero: none). Held-back messages are delivered
+    /// by later sends.
+    pub fn set_faults(&self, faults: NetFaults) {
+        let mut n = self.lock();
+        n.rng = faults.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        n.faults = faults;
+    }
 }
 
 /// One node's handle on a [`MemNetwork`].
@@ -87,15 +148,34 @@ pub struct MemTransport {
 
 impl Transport for MemTransport {
     fn send(&self, msg: Message) {
-        let target = {
-            let n = self.net.lock();
-            if n.cut.contains(&(self.from, msg.to)) {
-                return;
+        let mut out: Vec<(Mailbox, Message)> = Vec::new();
+        {
+            let mut n = self.net.lock();
+            let f = n.faults;
+            // Sometimes release a held-back message first: it arrives after later ones.
+            if !n.held.is_empty() && n.chance(0.5) {
+                let i = (n.rng % n.held.len() as u64) as usize;
+                let m = n.held.swap_remove(i);
+                if let Some(mb) = n.mailboxes.get(&m.to) {
+                    out.push((mb.clone(), m));
+                }
             }
-            n.mailboxes.get(&msg.to).cloned()
-        };
-        if let Some(m) = target {
-            m.deliver(msg);
+            n.stats.sent += 1;
+            if n.cut.contains(&(self.from, msg.to)) || n.chance(f.drop) {
+                n.stats.dropped += 1;
+            } else if n.chance(f.reorder) {
+                n.stats.reordered += 1;
+                n.held.push(msg);
+            } else if let Some(mb) = n.mailboxes.get(&msg.to).cloned() {
+                if n.chance(f.duplicate) {
+                    n.stats.duplicated += 1;
+                    out.push((mb.clone(), msg.clone()));
+                }
+                out.push((mb, msg));
+            }
+        }
+        for (mb, m) in out {
+            mb.deliver(m);
         }
     }
 }

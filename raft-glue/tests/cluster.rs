@@ -419,3 +419,27 @@ fn power_loss_of_the_whole_cluster_keeps_every_acknowledged_write() {
     });
     assert!(ok.is_some(), "acknowledged writes lost in a power cut");
 }
+
+#[test]
+fn message_loss_duplication_and_reordering() {
+    let c = Cluster::new();
+    c.net.set_faults(raftwal_glue::NetFaults {
+        drop: 0.2,
+        duplicate: 0.1,
+        reorder: 0.2,
+        seed: 7,
+    });
+    let mut want = BTreeMap::new();
+    for i in 0..30 {
+        // `set` is idempotent, so a retry after an unknown outcome is harmless.
+        c.apply_anywhere(&format!("set k{i} {i}"));
+        want.insert(format!("k{i}"), i.to_string());
+    }
+    c.net.set_faults(raftwal_glue::NetFaults::default());
+    let st = c.net.stats();
+    assert!(
+        st.dropped > 0 && st.duplicated > 0 && st.reordered > 0,
+        "faults were not injected: {st:?}"
+    );
+    c.wait_converged(&want);
+}

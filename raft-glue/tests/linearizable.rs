@@ -97,6 +97,13 @@ fn history_under_partitions_and_crashes_is_linearizable() {
     for id in 1..=3 {
         c.start(id);
     }
+    // Messages are also lost, duplicated and reordered throughout.
+    c.net.set_faults(raftwal_glue::NetFaults {
+        drop: 0.05,
+        duplicate: 0.05,
+        reorder: 0.1,
+        seed: 3,
+    });
     let t0 = Instant::now();
     let now = move || t0.elapsed().as_micros() as u64;
     let history = Arc::new(Mutex::new(Vec::<lin::Event>::new()));
@@ -188,6 +195,7 @@ fn history_under_partitions_and_crashes_is_linearizable() {
         cl.join().unwrap();
     }
     c.net.heal();
+    c.net.set_faults(raftwal_glue::NetFaults::default());
     if let Some(id) = down {
         c.start(id);
     }
