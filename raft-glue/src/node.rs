@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use protobuf::Message as _;
 use raft::eraftpb::{
     ConfChange, ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType,
     Message,
@@ -871,38 +870,8 @@ impl<L: BatchStore, S: SnapshotStore, M: StateMachine, T: Transport> Core<L, S, 
                     };
                     self.reply(&e, response);
                 }
-                EntryType::EntryConfChange => {
-                    let mut cc = ConfChange::default();
-                    cc.merge_from_bytes(&e.data).map_err(|x| {
-                        Error::Storage(format!("bad conf change at {}: {x}", e.index))
-                    })?;
-                    let cs = self
-                        .node
-                        .apply_conf_change(&cc)
-                        .map_err(|x| Error::Storage(x.to_string()))?;
-                    self.node
-                        .store()
-                        .set_conf_state(&cs)
-                        .map_err(|x| Error::Storage(x.to_string()))?;
-                    self.publish_conf(&cs);
-                    self.reply(&e, Vec::new());
-                }
-                EntryType::EntryConfChangeV2 => {
-                    let mut cc = ConfChangeV2::default();
-                    cc.merge_from_bytes(&e.data).map_err(|x| {
-                        Error::Storage(format!("bad conf change at {}: {x}", e.index))
-                    })?;
-                    let cs = self
-                        .node
-                        .apply_conf_change(&cc)
-                        .map_err(|x| Error::Storage(x.to_string()))?;
-                    self.node
-                        .store()
-                        .set_conf_state(&cs)
-                        .map_err(|x| Error::Storage(x.to_string()))?;
-                    self.publish_conf(&cs);
-                    self.reply(&e, Vec::new());
-                }
+                EntryType::EntryConfChange => self.apply_conf_change::<ConfChange>(&e)?,
+                EntryType::EntryConfChangeV2 => self.apply_conf_change::<ConfChangeV2>(&e)?,
             }
             self.applied = e.index;
             lock(&self.status).applied = e.index;
@@ -933,6 +902,28 @@ impl<L: BatchStore, S: SnapshotStore, M: StateMachine, T: Transport> Core<L, S, 
                 self.wait_applied(rs.index, reply, ReadVia::ReadIndex);
             }
         }
+    }
+
+    /// Applies a committed configuration change (of either encoding), persists the new
+    /// configuration, publishes it, and answers its proposer.
+    fn apply_conf_change<C: raft_proto::ConfChangeI + protobuf::Message>(
+        &mut self,
+        e: &Entry,
+    ) -> Result<()> {
+        let mut cc = C::new();
+        cc.merge_from_bytes(&e.data)
+            .map_err(|x| Error::Storage(format!("bad conf change at {}: {x}", e.index)))?;
+        let cs = self
+            .node
+            .apply_conf_change(&cc)
+            .map_err(|x| Error::Storage(x.to_string()))?;
+        self.node
+            .store()
+            .set_conf_state(&cs)
+            .map_err(|x| Error::Storage(x.to_string()))?;
+        self.publish_conf(&cs);
+        self.reply(e, Vec::new());
+        Ok(())
     }
 
     fn on_ready(&mut self) -> Result<()> {

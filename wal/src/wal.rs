@@ -528,16 +528,7 @@ impl Wal {
             lo: active.base,
             hi: end,
         });
-        let mut records: Vec<SegmentRecord> = sealed_refs
-            .iter()
-            .map(|s| SegmentRecord {
-                seq: s.seg.seq,
-                epoch: s.seg.epoch,
-                lo: s.lo,
-                hi: s.hi,
-                data_end: s.seg.data_end,
-            })
-            .collect();
+        let mut records: Vec<SegmentRecord> = sealed_refs.iter().map(SealedRef::record).collect();
         if let Some(r) = &new_ref {
             records.push(SegmentRecord {
                 seq: w.seq,
@@ -873,17 +864,7 @@ impl Wal {
             first: st.bounds.first,
             next: st.bounds.next,
             next_seq: w.base.next_seq,
-            sealed: st
-                .sealed
-                .iter()
-                .map(|s| SegmentRecord {
-                    seq: s.seg.seq,
-                    epoch: s.seg.epoch,
-                    lo: s.lo,
-                    hi: s.hi,
-                    data_end: s.seg.data_end,
-                })
-                .collect(),
+            sealed: st.sealed.iter().map(SealedRef::record).collect(),
             tail_seq: w.seq,
             tail_epoch: w.epoch,
             tail_from: w.offset,

@@ -300,3 +300,16 @@ pub(crate) struct SealedRef {
     pub lo: u64,
     pub hi: u64,
 }
+
+impl SealedRef {
+    /// How the manifest records it.
+    pub fn record(&self) -> crate::manifest::SegmentRecord {
+        crate::manifest::SegmentRecord {
+            seq: self.seg.seq,
+            epoch: self.seg.epoch,
+            lo: self.lo,
+            hi: self.hi,
+            data_end: self.seg.data_end,
+        }
+    }
+}
