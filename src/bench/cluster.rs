@@ -99,7 +99,7 @@ pub fn run(
                 .map(|_| {
                     let (l, stop) = (l.clone(), stop.clone());
                     std::thread::spawn(move || -> Result<(u64, Hist), Error> {
-                        let mut h = Hist::new();
+                        let mut h = Hist::new()?;
                         let mut ops = 0;
                         while !stop.load(Ordering::Relaxed) {
                             let t = Instant::now();
@@ -119,7 +119,7 @@ pub fn run(
             std::thread::sleep(phase);
             stop.store(true, Ordering::Relaxed);
             let mut total = 0;
-            let mut hist = Hist::new();
+            let mut hist = Hist::new()?;
             for w in workers {
                 let (ops, h) = w.join().map_err(|_| "client panicked")??;
                 total += ops;

@@ -134,12 +134,9 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) struct Hist(pub(crate) Histogram<u64>);
 
 impl Hist {
-    pub(crate) fn new() -> Self {
-        // 1 ns .. 100 s, 3 significant digits; cannot fail with these bounds.
-        Hist(
-            Histogram::new_with_bounds(1, 100_000_000_000, 3)
-                .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable_hist())),
-        )
+    /// Nanosecond latencies from 1 ns to 100 s, 3 significant digits.
+    pub(crate) fn new() -> Result<Self, Error> {
+        Ok(Hist(Histogram::new_with_bounds(1, 100_000_000_000, 3)?))
     }
     pub(crate) fn record(&mut self, d: Duration) {
         let _ = self.0.record((d.as_nanos() as u64).max(1));
@@ -156,9 +153,12 @@ impl Hist {
     }
 }
 
-fn unreachable_hist() -> Histogram<u64> {
-    // Histogram::new(3) only fails for sigfig > 5; keep the type total without panicking.
-    Histogram::new_with_max(u64::MAX / 2, 2).unwrap_or_else(|_| unreachable_hist())
+/// Adds the engine's fsync figures to a group-commit row.
+fn with_syncs(mut r: Row, s: raftwal_wal::WalStats) -> Row {
+    r.fsyncs = Some(s.syncs);
+    r.fsyncs_per_sec = Some(s.syncs as f64 / r.seconds.max(1e-9));
+    r.entries_per_fsync = Some(r.entries as f64 / s.syncs.max(1) as f64);
+    r
 }
 
 pub(crate) fn row(
@@ -206,7 +206,7 @@ impl Runner<'_> {
 
     /// Runs `op` repeatedly for the phase time (or `max_ops`), recording each call's latency.
     fn timed(&self, mut op: impl FnMut() -> Result<(), Error>) -> Result<(u64, f64, Hist), Error> {
-        let mut h = Hist::new();
+        let mut h = Hist::new()?;
         let start = Instant::now();
         let mut ops = 0;
         while ops < self.cfg.max_ops && start.elapsed() < self.cfg.phase {
@@ -326,11 +326,10 @@ pub fn run(cfg: &Config) -> Result<Report, Error> {
             wal.store_logs(&entries(&mut next, n, e))
                 .map_err(Into::into)
         })?;
-        let mut row = row("append", &name, ops, ops * n, ops * n * e as u64, secs, &h);
-        let s = wal.stats();
-        row.fsyncs = Some(s.syncs);
-        row.fsyncs_per_sec = Some(s.syncs as f64 / secs);
-        row.entries_per_fsync = Some(ops as f64 * n as f64 / s.syncs.max(1) as f64);
+        let row = with_syncs(
+            row("append", &name, ops, ops * n, ops * n * e as u64, secs, &h),
+            wal.stats(),
+        );
         let base = format!("raw fdatasync {}B", record_bytes(n, e));
         r.rows.push(r.compare(row, &base));
         drop(wal);
@@ -350,7 +349,7 @@ pub fn run(cfg: &Config) -> Result<Report, Error> {
             .map(|_| {
                 let (wal, next, stop) = (wal.clone(), next.clone(), stop.clone());
                 std::thread::spawn(move || -> Result<(u64, Hist), Error> {
-                    let mut h = Hist::new();
+                    let mut h = Hist::new()?;
                     let mut n = 0;
                     while !stop.load(Ordering::Relaxed) {
                         let t0 = Instant::now();
@@ -369,26 +368,25 @@ pub fn run(cfg: &Config) -> Result<Report, Error> {
         std::thread::sleep(cfg.phase);
         stop.store(true, Ordering::Relaxed);
         let mut total = 0;
-        let mut hist = Hist::new();
+        let mut hist = Hist::new()?;
         for w in workers {
             let (n, h) = w.join().map_err(|_| "appender thread panicked")??;
             total += n;
             let _ = hist.0.add(&h.0);
         }
         let secs = start.elapsed().as_secs_f64();
-        let mut row = row(
-            "concurrent",
-            &name,
-            total,
-            total,
-            total * e as u64,
-            secs,
-            &hist,
+        let row = with_syncs(
+            row(
+                "concurrent",
+                &name,
+                total,
+                total,
+                total * e as u64,
+                secs,
+                &hist,
+            ),
+            wal.stats(),
         );
-        let s = wal.stats();
-        row.fsyncs = Some(s.syncs);
-        row.fsyncs_per_sec = Some(s.syncs as f64 / secs);
-        row.entries_per_fsync = Some(total as f64 / s.syncs.max(1) as f64);
         let base = if t == 1 {
             format!("raw fdatasync {}B", record_bytes(1, e))
         } else {
@@ -418,6 +416,7 @@ pub fn run(cfg: &Config) -> Result<Report, Error> {
             })
         };
         let mut next = 1;
+        let start = Instant::now();
         let (ops, _, h) = r.timed(|| {
             let t = wal.write(WriteBatch::from_entries(entries(&mut next, 1, e)))?;
             tx.send(t).map_err(|_| "waiter stopped")?;
@@ -425,20 +424,20 @@ pub fn run(cfg: &Config) -> Result<Report, Error> {
         })?;
         drop(tx);
         waiter.join().map_err(|_| "waiter panicked")??;
-        let secs = r.cfg.phase.as_secs_f64().min(ops as f64 * 1e9); // phase time incl. drain
-        let mut row = row(
-            "concurrent",
-            "pipelined writer",
-            ops,
-            ops,
-            ops * e as u64,
-            secs,
-            &h,
+        // Until the last write is durable: the waiter's final drain counts.
+        let secs = start.elapsed().as_secs_f64();
+        let row = with_syncs(
+            row(
+                "concurrent",
+                "pipelined writer",
+                ops,
+                ops,
+                ops * e as u64,
+                secs,
+                &h,
+            ),
+            wal.stats(),
         );
-        let s = wal.stats();
-        row.fsyncs = Some(s.syncs);
-        row.fsyncs_per_sec = Some(s.syncs as f64 / secs);
-        row.entries_per_fsync = Some(ops as f64 / s.syncs.max(1) as f64);
         let base = format!("raw fdatasync {}B", record_bytes(1, e));
         r.rows.push(r.compare(row, &base));
         drop(wal);
@@ -527,8 +526,8 @@ pub fn run(cfg: &Config) -> Result<Report, Error> {
     r.phase("open the log just written");
     let files = files_in(&dir)?;
     let bytes = read_files(&files)?; // warm the cache like open will find it
-    let mut h_read = Hist::new();
-    let mut h_open = Hist::new();
+    let mut h_read = Hist::new()?;
+    let mut h_open = Hist::new()?;
     let deadline = Instant::now() + cfg.phase;
     let mut n = 0;
     while n < 3 || (Instant::now() < deadline && n < 50) {
@@ -619,7 +618,7 @@ pub fn run(cfg: &Config) -> Result<Report, Error> {
     raw::evict(&store.dir().join(&meta.id).join("data"))?;
     let snap_cold = snap_read()?;
     let snap_warm = snap_read()?;
-    let none = Hist::new();
+    let none = Hist::new()?;
     let mut add = |name: &str, secs: f64, base: Option<&str>| {
         let x = row("snapshot", name, 1, 0, sb, secs, &none);
         let x = match base {
