@@ -10,7 +10,7 @@
 //!
 //! ```text
 //! raftwal-kv --id 1 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 \
-//!    --client 127.0.0.1:8001 --dir /tmp/kv1
+//!    --client 127.0.0.1:8001 --dir /tmp/kv1 [--snapshot-every 8192]
 //! ```
 //!
 //! Clients speak lines over TCP:
@@ -18,17 +18,21 @@
 //! - `GET key` → `VALUE value` or `NONE` after a linearizable read-index, or `NOTLEADER hint`
 //! - anything else, or a failure → `ERR message`
 //!
-//! The state machine is in memory and is rebuilt from the log at every start.
+//! The state machine is in memory; it is snapshotted every `--snapshot-every` entries into
+//! `DIR/snapshots` (the log is in `DIR/wal`), and rebuilt at start from the latest snapshot
+//! and the log after it.
 #![allow(clippy::disallowed_methods, missing_docs)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use raftwal_glue::{Config, Node, NodeError, RaftStorage, StateMachine, TcpServer, TcpTransport};
-use raftwal_snapshot::MemSnapshotStore;
+use raftwal_glue::{
+    Config, Node, NodeError, RaftStorage, StateMachine, StateSnapshot, TcpServer, TcpTransport,
+};
+use raftwal_snapshot::FileSnapshotStore;
 use raftwal_wal::{Wal, WalOptions};
 
 const CLUSTER_ID: u64 = 0x6b76;
@@ -47,6 +51,32 @@ impl StateMachine for Kv {
         }
         Vec::new()
     }
+
+    /// One `key value` line per key.
+    fn snapshot(&mut self) -> std::io::Result<Box<dyn StateSnapshot>> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        for (k, v) in map.iter() {
+            writeln!(out, "{k} {v}")?;
+        }
+        Ok(Box::new(out))
+    }
+
+    fn restore(&mut self, data: &mut dyn Read) -> std::io::Result<()> {
+        let mut map = BTreeMap::new();
+        for line in BufReader::new(data).lines() {
+            let line = line?;
+            let (k, v) = line.split_once(' ').ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "snapshot line without a value",
+                )
+            })?;
+            map.insert(k.to_string(), v.to_string());
+        }
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = map;
+        Ok(())
+    }
 }
 
 struct Args {
@@ -54,6 +84,7 @@ struct Args {
     peers: HashMap<u64, SocketAddr>,
     client: SocketAddr,
     dir: String,
+    snapshot_every: u64,
 }
 
 fn parse() -> Result<Args, String> {
@@ -61,6 +92,7 @@ fn parse() -> Result<Args, String> {
     let mut peers = HashMap::new();
     let mut client = None;
     let mut dir = None;
+    let mut snapshot_every = 8192;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let v = it.next().ok_or(format!("{a} needs a value"))?;
@@ -68,6 +100,9 @@ fn parse() -> Result<Args, String> {
             "--id" => id = Some(v.parse().map_err(|e| format!("--id: {e}"))?),
             "--client" => client = Some(v.parse().map_err(|e| format!("--client: {e}"))?),
             "--dir" => dir = Some(v),
+            "--snapshot-every" => {
+                snapshot_every = v.parse().map_err(|e| format!("--snapshot-every: {e}"))?;
+            }
             "--peers" => {
                 for p in v.split(',') {
                     let (i, addr) = p.split_once('=').ok_or(format!("bad peer {p}"))?;
@@ -85,6 +120,7 @@ fn parse() -> Result<Args, String> {
         peers,
         client: client.ok_or("--client is required")?,
         dir: dir.ok_or("--dir is required")?,
+        snapshot_every,
     })
 }
 
@@ -132,13 +168,16 @@ fn main() {
             .get(&args.id)
             .ok_or("--peers must include --id")?;
         let raft_listener = TcpServer::bind(own)?;
-        let wal = Wal::open(&args.dir, WalOptions::default().segment_size(4 << 20))?;
-        let storage = RaftStorage::new(wal, MemSnapshotStore::new(1)?);
+        let dir = std::path::Path::new(&args.dir);
+        let wal = Wal::open(dir.join("wal"), WalOptions::default().segment_size(4 << 20))?;
+        let storage = RaftStorage::new(wal, FileSnapshotStore::open(dir.join("snapshots"), 2)?);
         let kv = Kv::default();
         let mut voters: Vec<u64> = args.peers.keys().copied().collect();
         voters.sort_unstable();
         let cfg = Config {
             tick: Duration::from_millis(20),
+            snapshot_threshold: args.snapshot_every,
+            trailing_entries: args.snapshot_every / 4,
             ..Config::new(args.id, voters)
         };
         let transport = TcpTransport::new(args.id, CLUSTER_ID, args.peers.clone());

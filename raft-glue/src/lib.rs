@@ -20,20 +20,28 @@
 //! and handed to a persistence thread, which covers every round queued meanwhile with one
 //! fsync; the messages acknowledging a round go out only after it is durable.
 //!
-//! Not built yet: snapshots (taking, streaming out of band, installing, log compaction).
+//! Snapshots: the [`StateMachine`] captures its state ([`StateSnapshot`]) every
+//! [`Config::snapshot_threshold`] applied entries or on demand ([`Node::snapshot`]); it is
+//! written into the snapshot store on a thread of its own, and only once it is durable is the
+//! log compacted (keeping [`Config::trailing_entries`]). A follower too far behind gets the
+//! snapshot streamed out of band ([`Transport::send_snapshot`], in chunks over TCP), stored and
+//! verified through its own store, then restored; Raft is told whether the send succeeded. A
+//! restart restores the latest snapshot, whose index is the applied index, then replays the log.
 
 mod clock;
 mod node;
+mod snapshot;
 mod storage;
 mod tcp;
 mod transport;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use node::{
-    Applied, Config, Error as NodeError, Mailbox, Node, ReadPoint, ReadVia, Role, StateMachine,
-    Status,
+    Applied, Config, Error as NodeError, Mailbox, Node, NodeEvent, ReadPoint, ReadVia, Role,
+    StateMachine, Status,
 };
-pub use tcp::{TcpServer, TcpTransport, MAX_FRAME};
+pub use snapshot::StateSnapshot;
+pub use tcp::{TcpServer, TcpTransport, MAX_FRAME, SNAPSHOT_CHUNK};
 pub use transport::{MemNetwork, MemTransport, NetFaults, NetStats, Transport};
 
 pub use storage::{

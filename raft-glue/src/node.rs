@@ -8,9 +8,15 @@
 //! 4. send the messages that acknowledge persisted state, only now;
 //! 5. advance, then send and apply what the light ready holds.
 //!
+//! Snapshots (see [`crate::snapshot`]) are taken every [`Config::snapshot_threshold`] applied
+//! entries or on demand, written on a thread of their own, and only then used to compact the
+//! log. A leader streams a snapshot to a follower out of band through
+//! [`Transport::send_snapshot`]; the follower installs it once Raft accepts it.
+//!
 //! A storage error stops the node: pending proposals get the error, later calls `Shutdown`.
 
 use std::collections::HashMap;
+use std::io::{self, Read};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -18,20 +24,35 @@ use std::time::{Duration, Instant};
 
 use raft::eraftpb::{
     ConfChange, ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType,
-    Message,
+    Message, MessageType, SnapshotMetadata,
 };
-use raft::{RawNode, StateRole};
-use raftwal_snapshot::SnapshotStore;
+use raft::{RawNode, SnapshotStatus, StateRole};
+use raftwal_snapshot::{SnapshotMeta, SnapshotStore};
 use raftwal_wal::BatchStore;
 
 use crate::clock::{Clock, SystemClock};
-use crate::storage::RaftStorage;
+use crate::snapshot::{self, Inbox, Received, StateSnapshot, StoreInbox};
+use crate::storage::{encode_conf_state, RaftStorage};
 use crate::transport::Transport;
 
-/// Applies committed commands: the replicated state machine.
+/// The replicated state machine: applies committed commands, captures and restores its state.
 pub trait StateMachine: Send + 'static {
     /// Applies the command committed at `index`; the result goes back to its proposer.
     fn apply(&mut self, index: u64, command: &[u8]) -> Vec<u8>;
+
+    /// Captures the state as of the last applied command. Called on the node's thread, so it
+    /// should be quick (a copy-on-write handle, a clone); the returned snapshot is written out
+    /// on another thread while later commands are applied.
+    ///
+    /// # Errors
+    /// Any; the snapshot is skipped and retried after another threshold of entries.
+    fn snapshot(&mut self) -> io::Result<Box<dyn StateSnapshot>>;
+
+    /// Replaces the whole state with a snapshot's (written by [`StateSnapshot::persist`]).
+    ///
+    /// # Errors
+    /// Any; the node does not start (or stops) then, since its state is unknown.
+    fn restore(&mut self, data: &mut dyn Read) -> io::Result<()>;
 }
 
 /// How a node runs.
@@ -53,6 +74,11 @@ pub struct Config {
     /// fsync covers all of them (default `true`). `false` takes one proposal per round: one
     /// fsync each (for measuring what batching buys).
     pub batch_proposals: bool,
+    /// Take a snapshot every this many applied entries (0: only on demand). Default 8192.
+    pub snapshot_threshold: u64,
+    /// Entries kept in the log below a snapshot when compacting, so a follower slightly
+    /// behind catches up from the log rather than with a whole snapshot. Default 1024.
+    pub trailing_entries: u64,
 }
 
 impl Config {
@@ -66,6 +92,8 @@ impl Config {
             heartbeat_ticks: 2,
             clock: Arc::new(SystemClock),
             batch_proposals: true,
+            snapshot_threshold: 8192,
+            trailing_entries: 1024,
         }
     }
 
@@ -86,6 +114,9 @@ impl std::fmt::Debug for Config {
             .field("tick", &self.tick)
             .field("election_ticks", &self.election_ticks)
             .field("heartbeat_ticks", &self.heartbeat_ticks)
+            .field("batch_proposals", &self.batch_proposals)
+            .field("snapshot_threshold", &self.snapshot_threshold)
+            .field("trailing_entries", &self.trailing_entries)
             .finish_non_exhaustive()
     }
 }
@@ -150,6 +181,8 @@ pub struct Status {
     pub applied: u64,
     /// The last log index.
     pub last_index: u64,
+    /// The index of the last snapshot taken or installed here (0: none).
+    pub snapshot_index: u64,
     /// Whether the node has stopped (shut down, or stopped by an error).
     pub stopped: bool,
     /// The configuration: voters.
@@ -194,6 +227,28 @@ pub enum Error {
     /// The node stopped on a storage error.
     #[error("storage error: {0}")]
     Storage(String),
+    /// A snapshot could not be taken (the node keeps running).
+    #[error("snapshot failed: {0}")]
+    Snapshot(String),
+}
+
+/// A change a node announces to its subscribers ([`Node::subscribe`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// The known leader or the term changed.
+    LeaderChanged {
+        /// The leader now known, if any.
+        leader: Option<u64>,
+        /// The current term.
+        term: u64,
+    },
+    /// The configuration changed (sorted ids).
+    MembershipChanged {
+        /// Voters.
+        voters: Vec<u64>,
+        /// Learners.
+        learners: Vec<u64>,
+    },
 }
 
 /// A node call's result.
@@ -227,12 +282,29 @@ enum Event {
         to: u64,
     },
     Step(Box<Message>),
+    /// Take a snapshot now.
+    Snapshot(SyncSender<Result<SnapshotMeta>>),
+    /// The snapshot thread finished.
+    SnapshotTaken(Result<SnapshotMeta, String>),
+    /// A snapshot stream to a follower ended.
+    SnapshotSent {
+        to: u64,
+        ok: bool,
+    },
+    /// A leader's snapshot, received and verified, for Raft to accept (or not).
+    SnapshotReceived {
+        msg: Box<Message>,
+        data: Box<dyn Received>,
+    },
     Shutdown,
 }
 
-/// Where a transport delivers a node's incoming messages.
+/// Where a transport delivers a node's incoming messages and snapshots.
 #[derive(Clone)]
-pub struct Mailbox(Sender<Event>);
+pub struct Mailbox {
+    tx: Sender<Event>,
+    inbox: Arc<dyn Inbox>,
+}
 
 impl std::fmt::Debug for Mailbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -243,7 +315,51 @@ impl std::fmt::Debug for Mailbox {
 impl Mailbox {
     /// Hands a message to the node (dropped if it has stopped).
     pub fn deliver(&self, msg: Message) {
-        let _ = self.0.send(Event::Step(Box::new(msg)));
+        let _ = self.tx.send(Event::Step(Box::new(msg)));
+    }
+
+    /// Receives a snapshot a leader streams out of band: `msg` is its `MsgSnapshot` (the
+    /// metadata), `meta` the sender's stored metadata, `data` the bytes. They are written into
+    /// this node's snapshot store and checked against `meta`'s size and checksum, then Raft
+    /// decides: the snapshot is committed and installed if it accepts it, discarded if not.
+    /// Returns once the data is written and handed over.
+    ///
+    /// # Errors
+    /// A message that is not the snapshot's, a short or damaged stream, the store's errors, or
+    /// a stopped node; nothing is kept then.
+    pub fn receive_snapshot(
+        &self,
+        msg: Message,
+        meta: &SnapshotMeta,
+        data: &mut dyn Read,
+    ) -> io::Result<()> {
+        let m = msg.get_snapshot().get_metadata();
+        if msg.get_msg_type() != MessageType::MsgSnapshot
+            || (m.index, m.term) != (meta.index, meta.term)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a {:?} for index {} (term {}) does not announce snapshot {} at index {} (term {})",
+                    msg.get_msg_type(),
+                    m.index,
+                    m.term,
+                    meta.id,
+                    meta.index,
+                    meta.term
+                ),
+            ));
+        }
+        let data = self.inbox.receive(meta, data)?;
+        let ev = Event::SnapshotReceived {
+            msg: Box::new(msg),
+            data,
+        };
+        if let Err(mpsc::SendError(Event::SnapshotReceived { data, .. })) = self.tx.send(ev) {
+            data.cancel();
+            return Err(io::Error::other("the node has stopped"));
+        }
+        Ok(())
     }
 }
 
@@ -251,7 +367,9 @@ impl Mailbox {
 pub struct Node {
     id: u64,
     tx: Sender<Event>,
+    inbox: Arc<dyn Inbox>,
     status: Arc<Mutex<Status>>,
+    subscribers: Subscribers,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// The persistence thread; it ends once the node's thread (its only job source) has.
     persister: Mutex<Option<JoinHandle<()>>>,
@@ -271,20 +389,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Node {
     /// Starts a node: bootstraps empty storage with `cfg.peers` as the voters, or restarts
-    /// from what the storage holds (re-applying the committed log to `sm`).
+    /// from what the storage holds: `sm` is restored from the latest snapshot (whose index is
+    /// the applied index it records), then the committed log after it is re-applied.
     ///
     /// # Errors
-    /// [`Error::Storage`] if the storage cannot be read or bootstrapped, or Raft rejects the
-    /// configuration.
+    /// [`Error::Storage`] if the storage cannot be read or bootstrapped, the snapshot cannot be
+    /// restored, or Raft rejects the configuration.
     pub fn start<L, S, M, T>(
         cfg: Config,
-        sm: M,
+        mut sm: M,
         storage: RaftStorage<L, S>,
         transport: T,
     ) -> Result<Node>
     where
         L: BatchStore + Send + 'static,
         S: SnapshotStore + Send + 'static,
+        S::Sink: 'static,
         M: StateMachine,
         T: Transport,
     {
@@ -300,8 +420,17 @@ impl Node {
                 })
                 .map_err(|e| storage_err(&e))?;
         }
+        // The state machine starts from the latest snapshot: its index is the applied index.
+        let mut applied = 0;
+        let mut conf_index = 0;
+        if let Some(m) = storage.recover_snapshot().map_err(|e| storage_err(&e))? {
+            snapshot::restore(storage.snapshots(), &mut sm, &m).map_err(Error::Storage)?;
+            applied = m.index;
+            conf_index = m.configuration_index;
+        }
         let raft_cfg = raft::Config {
             id: cfg.id,
+            applied,
             election_tick: cfg.election_ticks,
             heartbeat_tick: cfg.heartbeat_ticks,
             check_quorum: true,
@@ -316,12 +445,17 @@ impl Node {
         let (tx, rx) = mpsc::channel();
         let status = Arc::new(Mutex::new(Status {
             id: cfg.id,
+            applied,
+            snapshot_index: applied,
             ..Status::default()
         }));
+        let inbox: Arc<dyn Inbox> = Arc::new(StoreInbox(raw.store().snapshots_handle()));
+        let subscribers = Subscribers::default();
         let mut core = Core {
             node: raw,
             sm,
-            transport,
+            transport: Arc::new(transport),
+            events: tx.clone(),
             pending: HashMap::new(),
             next_proposal: 0,
             reads: HashMap::new(),
@@ -331,10 +465,19 @@ impl Node {
             lease_until: None,
             heartbeat: cfg.tick * cfg.heartbeat_ticks as u32,
             next_renewal: cfg.clock.now(),
-            applied: 0,
+            applied,
             status: status.clone(),
+            subscribers: subscribers.clone(),
             was_leader: false,
             persist: None,
+            snapshots: SnapshotState {
+                threshold: cfg.snapshot_threshold,
+                trailing: cfg.trailing_entries,
+                index: applied,
+                attempted: applied,
+                conf_index,
+                ..SnapshotState::default()
+            },
         };
         let mut persister = None;
         if cfg.batch_proposals {
@@ -365,7 +508,9 @@ impl Node {
         Ok(Node {
             id: cfg.id,
             tx,
+            inbox,
             status,
+            subscribers,
             thread: Mutex::new(Some(thread)),
             persister: Mutex::new(persister),
         })
@@ -373,7 +518,30 @@ impl Node {
 
     /// The mailbox a transport delivers this node's messages to.
     pub fn mailbox(&self) -> Mailbox {
-        Mailbox(self.tx.clone())
+        Mailbox {
+            tx: self.tx.clone(),
+            inbox: self.inbox.clone(),
+        }
+    }
+
+    /// A channel of leadership and membership changes from now on (dropped receivers are
+    /// forgotten).
+    pub fn subscribe(&self) -> Receiver<NodeEvent> {
+        let (tx, rx) = mpsc::channel();
+        lock(&self.subscribers.0).push(tx);
+        rx
+    }
+
+    /// Takes a snapshot of the state machine now (or joins the one being taken), and returns
+    /// once it is durable and the log is compacted below it. With nothing applied since the
+    /// last snapshot, returns that one.
+    ///
+    /// # Errors
+    /// [`Error::Snapshot`] if the state machine or the store fails (the node keeps running);
+    /// [`Error::Timeout`]; [`Error::Shutdown`]; [`Error::Storage`] if compaction fails.
+    pub fn snapshot(&self, timeout: Duration) -> Result<SnapshotMeta> {
+        let (reply, rx) = mpsc::sync_channel(1);
+        self.call(Event::Snapshot(reply), &rx, timeout)
     }
 
     /// Replicates `command`, and returns once it is committed and applied here, with the state
@@ -659,10 +827,43 @@ impl ReadReply {
     }
 }
 
+/// Who hears of leadership and membership changes.
+#[derive(Clone, Default)]
+struct Subscribers(Arc<Mutex<Vec<Sender<NodeEvent>>>>);
+
+impl Subscribers {
+    fn publish(&self, ev: &NodeEvent) {
+        lock(&self.0).retain(|s| s.send(ev.clone()).is_ok());
+    }
+}
+
+/// A node's snapshot bookkeeping.
+#[derive(Default)]
+struct SnapshotState {
+    /// Automatic snapshot every this many applied entries (0: never).
+    threshold: u64,
+    /// Entries kept below a snapshot when compacting.
+    trailing: u64,
+    /// The last snapshot taken or installed.
+    index: u64,
+    /// The applied index of the last attempt (a failed one waits another threshold).
+    attempted: u64,
+    /// The index of the last applied configuration change.
+    conf_index: u64,
+    /// The thread writing a snapshot, if one is.
+    writer: Option<JoinHandle<()>>,
+    /// Callers of `Node::snapshot` waiting for the next one.
+    waiters: Vec<SyncSender<Result<SnapshotMeta>>>,
+    /// Snapshots received from a leader, waiting for Raft's verdict (this round).
+    received: Vec<Box<dyn Received>>,
+}
+
 struct Core<L: BatchStore, S: SnapshotStore, M, T> {
     node: RawNode<RaftStorage<L, S>>,
     sm: M,
-    transport: T,
+    transport: Arc<T>,
+    /// The node's own event queue (for its helper threads to report back).
+    events: Sender<Event>,
     pending: HashMap<u64, Reply>,
     next_proposal: u64,
     /// Read-index requests sent to Raft, by request id, with when they were issued.
@@ -677,12 +878,20 @@ struct Core<L: BatchStore, S: SnapshotStore, M, T> {
     next_renewal: Instant,
     applied: u64,
     status: Arc<Mutex<Status>>,
+    subscribers: Subscribers,
     was_leader: bool,
     /// With batching: rounds handed to the persistence thread.
     persist: Option<Sender<Job>>,
+    snapshots: SnapshotState,
 }
 
-impl<L: BatchStore, S: SnapshotStore, M: StateMachine, T: Transport> Core<L, S, M, T> {
+impl<L, S, M, T> Core<L, S, M, T>
+where
+    L: BatchStore + Send + 'static,
+    S: SnapshotStore + Send + 'static,
+    M: StateMachine,
+    T: Transport,
+{
     fn run(&mut self, rx: &Receiver<Event>, tick: Duration, batch: bool) {
         let mut next_tick = self.clock.now() + tick;
         let stop = loop {
@@ -730,9 +939,17 @@ impl<L: BatchStore, S: SnapshotStore, M: StateMachine, T: Transport> Core<L, S, 
                 self.next_renewal = now + self.heartbeat;
                 self.start_read(ReadReply::Renew);
             }
+            for id in self.transport.unreachable() {
+                self.node.report_unreachable(id);
+            }
             if let Err(e) = self.on_ready() {
                 break e;
             }
+            // Received snapshots Raft did not install this round are stale: discard them.
+            for r in self.snapshots.received.drain(..) {
+                r.cancel();
+            }
+            self.maybe_snapshot();
             self.publish();
         };
         for (_, reply) in self.pending.drain() {
@@ -744,6 +961,13 @@ impl<L: BatchStore, S: SnapshotStore, M: StateMachine, T: Transport> Core<L, S, 
         for (_, reply, _) in self.read_waits.drain(..) {
             reply.err(stop.clone());
         }
+        for w in self.snapshots.waiters.drain(..) {
+            let _ = w.send(Err(stop.clone()));
+        }
+        // The storage is released when the node stops: wait for a snapshot being written.
+        if let Some(t) = self.snapshots.writer.take() {
+            let _ = t.join();
+        }
         lock(&self.status).stopped = true;
     }
 
@@ -751,11 +975,30 @@ impl<L: BatchStore, S: SnapshotStore, M: StateMachine, T: Transport> Core<L, S, 
         match ev {
             Event::Shutdown => return Some(Error::Shutdown),
             Event::Step(m) => {
-                let _ = self.node.step(*m);
+                // A snapshot's data comes out of band (`Mailbox::receive_snapshot`); a bare
+                // `MsgSnapshot` has none to install.
+                if m.get_msg_type() != MessageType::MsgSnapshot {
+                    let _ = self.node.step(*m);
+                }
             }
+            Event::SnapshotReceived { msg, data } => {
+                self.snapshots.received.push(data);
+                let _ = self.node.step(*msg);
+            }
+            Event::SnapshotSent { to, ok } => {
+                let status = if ok {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                self.node.report_snapshot(to, status);
+            }
+            Event::Snapshot(reply) => self.snapshots.waiters.push(reply),
+            Event::SnapshotTaken(r) => return self.on_snapshot_taken(r).err(),
             Event::Persisted { number, msgs } => {
                 self.send(msgs);
                 self.node.on_persist_ready(number);
+                self.advance_applied();
             }
             Event::PersistFailed(e) => return Some(Error::Storage(e)),
             Event::Transfer { to } => {
@@ -854,12 +1097,187 @@ impl<L: BatchStore, S: SnapshotStore, M: StateMachine, T: Transport> Core<L, S, 
 
     fn send(&self, msgs: Vec<Message>) {
         for m in msgs {
-            self.transport.send(m);
+            if m.get_msg_type() == MessageType::MsgSnapshot {
+                self.stream_snapshot(m);
+            } else {
+                self.transport.send(m);
+            }
+        }
+    }
+
+    /// Streams the snapshot a `MsgSnapshot` names (its data is the snapshot's id) to its
+    /// follower on a thread of its own, then reports the outcome to Raft.
+    fn stream_snapshot(&self, msg: Message) {
+        let to = msg.to;
+        let store = self.node.store().snapshots_handle();
+        let (transport, events) = (self.transport.clone(), self.events.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("raftwal-snapshot-to-{to}"))
+            .spawn(move || {
+                let id = String::from_utf8_lossy(msg.get_snapshot().get_data()).into_owned();
+                let ok = match store.open(&id) {
+                    Ok((meta, mut data)) => transport.send_snapshot(msg, &meta, &mut data).is_ok(),
+                    Err(_) => false,
+                };
+                let _ = events.send(Event::SnapshotSent { to, ok });
+            });
+        if spawned.is_err() {
+            let _ = self.events.send(Event::SnapshotSent { to, ok: false });
+        }
+    }
+
+    /// Starts writing a snapshot when one is due or asked for and none is being written.
+    fn maybe_snapshot(&mut self) {
+        let st = &mut self.snapshots;
+        let due = st.threshold > 0 && self.applied >= st.index.max(st.attempted) + st.threshold;
+        let wanted = due || !st.waiters.is_empty();
+        if st.writer.is_some() || !wanted {
+            return;
+        }
+        if self.applied <= st.index {
+            // Nothing new: the callers get the snapshot there is.
+            let current = self
+                .node
+                .store()
+                .snapshots()
+                .list()
+                .map(|l| l.into_iter().find(|m| m.index == st.index && st.index > 0));
+            for w in st.waiters.drain(..) {
+                let _ = w.send(match &current {
+                    Ok(Some(m)) => Ok(m.clone()),
+                    Ok(None) => Err(Error::Snapshot("nothing applied to snapshot".into())),
+                    Err(e) => Err(Error::Snapshot(e.to_string())),
+                });
+            }
+            return;
+        }
+        st.attempted = self.applied;
+        let index = self.applied;
+        let point = self
+            .node
+            .raft
+            .raft_log
+            .term(index)
+            .map(|term| snapshot::Point {
+                index,
+                term,
+                configuration: encode_conf_state(&self.node.raft.prs().conf().to_conf_state()),
+                configuration_index: st.conf_index,
+            });
+        let captured = point.map_err(|e| e.to_string()).and_then(|p| {
+            self.sm
+                .snapshot()
+                .map(|s| (p, s))
+                .map_err(|e| e.to_string())
+        });
+        let (point, state) = match captured {
+            Ok(x) => x,
+            Err(e) => {
+                for w in st.waiters.drain(..) {
+                    let _ = w.send(Err(Error::Snapshot(e.clone())));
+                }
+                return;
+            }
+        };
+        let (store, events) = (self.node.store().snapshots_handle(), self.events.clone());
+        let spawned = std::thread::Builder::new()
+            .name("raftwal-snapshot-writer".into())
+            .spawn(move || {
+                let r = snapshot::write(store.as_ref(), &point, state);
+                let _ = events.send(Event::SnapshotTaken(r));
+            });
+        match spawned {
+            Ok(t) => st.writer = Some(t),
+            Err(e) => {
+                for w in st.waiters.drain(..) {
+                    let _ = w.send(Err(Error::Snapshot(e.to_string())));
+                }
+            }
+        }
+    }
+
+    /// A snapshot is durable: compact the log below it (keeping the trailing entries) and
+    /// answer who asked. A compaction failure stops the node.
+    fn on_snapshot_taken(&mut self, r: Result<SnapshotMeta, String>) -> Result<()> {
+        if let Some(t) = self.snapshots.writer.take() {
+            let _ = t.join();
+        }
+        let reply = match r {
+            Ok(m) => {
+                if m.index > self.snapshots.index {
+                    let upto = m.index.saturating_sub(self.snapshots.trailing);
+                    self.node
+                        .store()
+                        .compact(m.index, m.term, upto)
+                        .map_err(|e| Error::Storage(e.to_string()))?;
+                    self.snapshots.index = m.index;
+                    lock(&self.status).snapshot_index = m.index;
+                }
+                Ok(m)
+            }
+            Err(e) => Err(Error::Snapshot(e)),
+        };
+        for w in self.snapshots.waiters.drain(..) {
+            let _ = w.send(reply.clone());
+        }
+        Ok(())
+    }
+
+    /// Installs a snapshot Raft accepted: commits the received data, records it (log emptied,
+    /// configuration and hard state) in one batch, then restores the state machine from it.
+    fn install(&mut self, meta: &SnapshotMetadata) -> Result<()> {
+        let mark = (meta.index, meta.term);
+        let Some(pos) = self
+            .snapshots
+            .received
+            .iter()
+            .position(|r| r.mark() == mark)
+        else {
+            return Err(Error::Storage(format!(
+                "Raft accepted a snapshot at index {} (term {}) whose data was not received",
+                meta.index, meta.term
+            )));
+        };
+        let stored = self
+            .snapshots
+            .received
+            .swap_remove(pos)
+            .commit()
+            .map_err(Error::Storage)?;
+        self.node
+            .store()
+            .apply_snapshot(meta)
+            .map_err(|e| Error::Storage(e.to_string()))?;
+        snapshot::restore(self.node.store().snapshots(), &mut self.sm, &stored)
+            .map_err(Error::Storage)?;
+        self.snapshots.index = meta.index;
+        self.snapshots.attempted = meta.index;
+        self.snapshots.conf_index = stored.configuration_index;
+        self.applied = meta.index;
+        {
+            let mut s = lock(&self.status);
+            s.applied = meta.index;
+            s.snapshot_index = meta.index;
+        }
+        self.publish_conf(meta.get_conf_state());
+        self.release_reads();
+        Ok(())
+    }
+
+    /// Tells Raft how far the state machine has applied (never past what is durable here).
+    fn advance_applied(&mut self) {
+        let log = &self.node.raft.raft_log;
+        let to = self.applied.min(log.persisted).min(log.committed);
+        if to > log.applied {
+            self.node.advance_apply_to(to);
         }
     }
 
     fn apply(&mut self, entries: Vec<Entry>) -> Result<()> {
         for e in entries {
+            if e.index <= self.applied {
+                continue; // covered by a snapshot restored meanwhile
+            }
             match e.get_entry_type() {
                 EntryType::EntryNormal => {
                     // Empty entries are a new leader's no-op or a barrier: nothing to apply.
@@ -876,7 +1294,12 @@ impl<L: BatchStore, S: SnapshotStore, M: StateMachine, T: Transport> Core<L, S, 
             self.applied = e.index;
             lock(&self.status).applied = e.index;
         }
-        // Read points the state machine has now reached.
+        self.release_reads();
+        Ok(())
+    }
+
+    /// Answers the read points the state machine has now reached.
+    fn release_reads(&mut self) {
         let applied = self.applied;
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.read_waits)
             .into_iter()
@@ -885,7 +1308,6 @@ impl<L: BatchStore, S: SnapshotStore, M: StateMachine, T: Transport> Core<L, S, 
         for (index, reply, via) in ready {
             reply.ok(index, via);
         }
-        Ok(())
     }
 
     fn on_read_states(&mut self, states: Vec<raft::ReadState>) {
@@ -917,6 +1339,7 @@ impl<L: BatchStore, S: SnapshotStore, M: StateMachine, T: Transport> Core<L, S, 
             .node
             .apply_conf_change(&cc)
             .map_err(|x| Error::Storage(x.to_string()))?;
+        self.snapshots.conf_index = e.index;
         self.node
             .store()
             .set_conf_state(&cs)
@@ -934,10 +1357,10 @@ impl<L: BatchStore, S: SnapshotStore, M: StateMachine, T: Transport> Core<L, S, 
         self.send(rd.take_messages());
         let states = rd.take_read_states();
         self.on_read_states(states);
+        // A snapshot is durable and installed before the round's entries are written.
         if rd.snapshot().get_metadata().index != 0 {
-            return Err(Error::Storage(
-                "snapshot installation is not supported by this release of the glue".into(),
-            ));
+            let meta = rd.snapshot().get_metadata().clone();
+            self.install(&meta)?;
         }
         if let Some(persist) = &self.persist {
             // Asynchronous: the round is readable now and durable once the persistence thread
@@ -960,7 +1383,7 @@ impl<L: BatchStore, S: SnapshotStore, M: StateMachine, T: Transport> Core<L, S, 
                 .send(job)
                 .map_err(|_| Error::Storage("persistence thread stopped".into()))?;
             self.apply(committed)?;
-            self.node.advance_apply_to(self.applied);
+            self.advance_applied();
             return Ok(());
         }
         self.node
@@ -978,11 +1401,18 @@ impl<L: BatchStore, S: SnapshotStore, M: StateMachine, T: Transport> Core<L, S, 
 
     /// Publishes a configuration (sorted), before a conf change's proposer is answered.
     fn publish_conf(&self, cs: &ConfState) {
+        let mut voters = cs.voters.clone();
+        voters.sort_unstable();
+        let mut learners = cs.learners.clone();
+        learners.sort_unstable();
         let mut s = lock(&self.status);
-        s.voters = cs.voters.clone();
-        s.voters.sort_unstable();
-        s.learners = cs.learners.clone();
-        s.learners.sort_unstable();
+        if s.voters != voters || s.learners != learners {
+            s.voters.clone_from(&voters);
+            s.learners.clone_from(&learners);
+            drop(s);
+            self.subscribers
+                .publish(&NodeEvent::MembershipChanged { voters, learners });
+        }
     }
 
     fn publish(&mut self) {
@@ -1002,12 +1432,20 @@ impl<L: BatchStore, S: SnapshotStore, M: StateMachine, T: Transport> Core<L, S, 
         self.was_leader = leader;
         let mut s = lock(&self.status);
         s.role = r.state.into();
+        let known = (r.leader_id != 0).then_some(r.leader_id);
+        let changed = (s.leader, s.term) != (known, r.term);
         s.term = r.term;
-        s.leader = (r.leader_id != 0).then_some(r.leader_id);
+        s.leader = known;
         s.commit = r.raft_log.committed;
         s.last_index = r.raft_log.last_index();
         let conf = r.prs().conf().to_conf_state();
         drop(s);
+        if changed {
+            self.subscribers.publish(&NodeEvent::LeaderChanged {
+                leader: known,
+                term: r.term,
+            });
+        }
         self.publish_conf(&conf);
         let mut s = lock(&self.status);
         s.progress = if leader {

@@ -33,6 +33,14 @@ pub enum Error {
     /// The snapshot store failed.
     #[error(transparent)]
     Snapshot(#[from] raftwal_snapshot::Error),
+    /// The log was compacted up to a snapshot the snapshot store no longer holds.
+    #[error("the snapshot at index {index} (term {term}) that the log was compacted to is missing from the snapshot store")]
+    MissingSnapshot {
+        /// Its index.
+        index: u64,
+        /// Its term.
+        term: u64,
+    },
     /// A stored Raft state did not decode.
     #[error("stored {what} does not decode: {detail}")]
     Decode {
@@ -148,7 +156,7 @@ pub fn encode_conf_state(cs: &ConfState) -> Vec<u8> {
 #[derive(Debug)]
 pub struct RaftStorage<L, S> {
     log: std::sync::Arc<L>,
-    snapshots: S,
+    snapshots: std::sync::Arc<S>,
 }
 
 impl<L: BatchStore, S: SnapshotStore> RaftStorage<L, S> {
@@ -156,7 +164,7 @@ impl<L: BatchStore, S: SnapshotStore> RaftStorage<L, S> {
     pub fn new(log: L, snapshots: S) -> Self {
         RaftStorage {
             log: std::sync::Arc::new(log),
-            snapshots,
+            snapshots: std::sync::Arc::new(snapshots),
         }
     }
 
@@ -173,6 +181,11 @@ impl<L: BatchStore, S: SnapshotStore> RaftStorage<L, S> {
     /// The snapshot store.
     pub fn snapshots(&self) -> &S {
         &self.snapshots
+    }
+
+    /// A shared handle on the snapshot store (for threads that write or stream snapshots).
+    pub fn snapshots_handle(&self) -> std::sync::Arc<S> {
+        self.snapshots.clone()
     }
 
     /// Bootstraps a brand-new node with this configuration. Like etcd, the initial membership
@@ -344,8 +357,11 @@ impl<L: BatchStore, S: SnapshotStore> RaftStorage<L, S> {
         Ok(self.log.commit(b)?)
     }
 
-    /// Records a snapshot taken locally (its data durable in the store) and compacts the log
-    /// up to `compact_to` (≤ the snapshot's index), keeping the entries after it.
+    /// Records a snapshot taken locally (its data already durable in the store) and compacts
+    /// the log up to `compact_to` (at most the snapshot's index), keeping the entries after it.
+    /// The mark never moves back: an older snapshot only compacts. The hard state's commit is
+    /// raised to the snapshot's index in the same batch (its entries were applied, so they are
+    /// committed), so a restart from it never finds `applied > commit`.
     ///
     /// # Errors
     /// Store errors.
@@ -355,17 +371,53 @@ impl<L: BatchStore, S: SnapshotStore> RaftStorage<L, S> {
         snapshot_term: u64,
         compact_to: u64,
     ) -> Result<(), Error> {
-        let mut mark = snapshot_index.to_le_bytes().to_vec();
-        mark.extend_from_slice(&snapshot_term.to_le_bytes());
-        let mut b = WriteBatch::new();
-        b.set(SNAPSHOT_KEY, &mark);
-        self.log.commit(b)?;
+        self.record_mark(snapshot_index, snapshot_term)?;
         let first = self.log.first_index()?;
-        let upto = compact_to.min(snapshot_index);
+        let upto = compact_to.min(snapshot_index).min(self.log.last_index()?);
         if first != 0 && upto >= first {
             self.log.delete_range(first, upto)?;
         }
         Ok(())
+    }
+
+    fn record_mark(&self, index: u64, term: u64) -> Result<(), Error> {
+        if self.snapshot_mark()?.0 >= index {
+            return Ok(());
+        }
+        let mut hs = self.hard_state()?;
+        hs.commit = hs.commit.max(index);
+        let mut mark = index.to_le_bytes().to_vec();
+        mark.extend_from_slice(&term.to_le_bytes());
+        let mut b = WriteBatch::new();
+        b.set(SNAPSHOT_KEY, &mark).set(HARD_STATE_KEY, &encode(&hs));
+        Ok(self.log.commit(b)?)
+    }
+
+    /// The snapshot a restarting node restores its state machine from, `None` if it has none:
+    /// the snapshot of the recorded mark, or a newer local one that was made durable just before
+    /// a crash, before its mark was recorded (its index and term still in the log; its mark is
+    /// recorded now).
+    ///
+    /// # Errors
+    /// [`Error::MissingSnapshot`] if the mark's snapshot is not in the store; store errors.
+    pub fn recover_snapshot(&self) -> Result<Option<raftwal_snapshot::SnapshotMeta>, Error> {
+        let (index, term) = self.snapshot_mark()?;
+        let (first, last) = (self.log.first_index()?, self.log.last_index()?);
+        for m in self.snapshots.list()? {
+            if (m.index, m.term) == (index, term) {
+                return Ok(Some(m));
+            }
+            let in_log = first != 0 && (first..=last).contains(&m.index);
+            if m.index > index && in_log && self.log.get_log(m.index)?.term == m.term {
+                self.record_mark(m.index, m.term)?;
+                return Ok(Some(m));
+            }
+        }
+        if index == 0 {
+            Ok(None)
+        } else {
+            Err(Error::MissingSnapshot { index, term })
+        }
     }
 
     fn first(&self) -> Result<u64, Error> {

@@ -2,16 +2,40 @@
 //! seedable message loss, duplication and reordering.
 
 use std::collections::{BTreeSet, HashMap};
+use std::io::{self, Read};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use raft::eraftpb::Message;
+use raftwal_snapshot::SnapshotMeta;
 
 use crate::node::Mailbox;
 
 /// Carries Raft messages to peers. Sends are fire-and-forget: Raft retries.
-pub trait Transport: Send + 'static {
+pub trait Transport: Send + Sync + 'static {
     /// Sends a message to `msg.to`.
     fn send(&self, msg: Message);
+
+    /// Streams a snapshot to `msg.to` out of band, in chunks rather than inside one message:
+    /// `msg` is the `MsgSnapshot` (metadata only), `meta` the stored snapshot's metadata,
+    /// `data` its bytes. The receiver hands them to its node's
+    /// [`Mailbox::receive_snapshot`]. Called on a thread of its own; returns once the receiver
+    /// has taken the whole snapshot.
+    ///
+    /// # Errors
+    /// The peer is unreachable or refused the snapshot, or reading `data` failed (for example
+    /// a checksum mismatch at its end); Raft is told the send failed and retries later.
+    fn send_snapshot(
+        &self,
+        msg: Message,
+        meta: &SnapshotMeta,
+        data: &mut dyn Read,
+    ) -> io::Result<()>;
+
+    /// Peers found unreachable since the last call; the node reports them to Raft, which then
+    /// stops pipelining to them until they answer. None by default.
+    fn unreachable(&self) -> Vec<u64> {
+        Vec::new()
+    }
 }
 
 /// Message faults an in-memory network injects, decided by a seeded PRNG.
@@ -37,6 +61,8 @@ struct Net {
     /// Messages held back for reordering.
     held: Vec<Message>,
     stats: NetStats,
+    /// Snapshot streams still to break halfway.
+    fail_snapshots: u32,
 }
 
 /// What an in-memory network did with the messages it was given.
@@ -50,6 +76,10 @@ pub struct NetStats {
     pub duplicated: u64,
     /// Held back and delivered out of order.
     pub reordered: u64,
+    /// Snapshots streamed to a peer that took them.
+    pub snapshots: u64,
+    /// Snapshot streams that failed (cut link, no peer, injected failure, refused).
+    pub snapshots_failed: u64,
 }
 
 impl Net {
@@ -130,6 +160,12 @@ impl MemNetwork {
         self.lock().stats
     }
 
+    /// Breaks the next `n` snapshot streams halfway through (the sender sees an error, the
+    /// receiver a short stream).
+    pub fn fail_snapshots(&self, n: u32) {
+        self.lock().fail_snapshots = n;
+    }
+
     /// Injects message faults from now on (all zero: none). Held-back messages are delivered
     /// by later sends.
     pub fn set_faults(&self, faults: NetFaults) {
@@ -177,5 +213,65 @@ impl Transport for MemTransport {
         for (mb, m) in out {
             mb.deliver(m);
         }
+    }
+
+    fn send_snapshot(
+        &self,
+        msg: Message,
+        meta: &SnapshotMeta,
+        data: &mut dyn Read,
+    ) -> io::Result<()> {
+        let (mailbox, fail) = {
+            let mut n = self.net.lock();
+            let mailbox = n.mailboxes.get(&msg.to).cloned();
+            let fail = n.fail_snapshots > 0;
+            n.fail_snapshots = n.fail_snapshots.saturating_sub(1);
+            match mailbox {
+                Some(mb) if !n.cut.contains(&(self.from, msg.to)) => (mb, fail),
+                _ => {
+                    n.stats.snapshots_failed += 1;
+                    return Err(io::ErrorKind::NotConnected.into());
+                }
+            }
+        };
+        // Chunked: the receiver pulls the bytes through a small buffer, never the whole.
+        let r = if fail {
+            let mut broken = Breaking {
+                inner: data,
+                left: meta.size / 2,
+            };
+            mailbox.receive_snapshot(msg, meta, &mut broken)
+        } else {
+            mailbox.receive_snapshot(msg, meta, data)
+        };
+        let mut n = self.net.lock();
+        match r {
+            Ok(()) => n.stats.snapshots += 1,
+            Err(_) => n.stats.snapshots_failed += 1,
+        }
+        r
+    }
+}
+
+/// A stream that breaks after `left` bytes.
+struct Breaking<'a> {
+    inner: &'a mut dyn Read,
+    left: u64,
+}
+
+impl Read for Breaking<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "injected: snapshot stream broken",
+            ));
+        }
+        let max = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..max])?;
+        self.left -= n as u64;
+        Ok(n)
     }
 }

@@ -3,6 +3,9 @@
 //! Assertions wait for outcomes with generous deadlines; nothing asserts a duration.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+#[path = "support/pairs.rs"]
+mod pairs;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -30,6 +33,27 @@ impl StateMachine for Kv {
                 .into_bytes(),
             _ => b"?".to_vec(),
         }
+    }
+
+    fn snapshot(&mut self) -> std::io::Result<Box<dyn raftwal_glue::StateSnapshot>> {
+        let m = self.0.lock().unwrap();
+        Ok(Box::new(pairs::encode(
+            m.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+        )))
+    }
+
+    fn restore(&mut self, data: &mut dyn std::io::Read) -> std::io::Result<()> {
+        let restored = pairs::decode(data)?
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    String::from_utf8_lossy(&k).into_owned(),
+                    String::from_utf8_lossy(&v).into_owned(),
+                )
+            })
+            .collect();
+        *self.0.lock().unwrap() = restored;
+        Ok(())
     }
 }
 

@@ -20,6 +20,14 @@ impl StateMachine for Nop {
     fn apply(&mut self, _: u64, _: &[u8]) -> Vec<u8> {
         Vec::new()
     }
+
+    fn snapshot(&mut self) -> std::io::Result<Box<dyn raftwal_glue::StateSnapshot>> {
+        Ok(Box::new(Vec::new()))
+    }
+
+    fn restore(&mut self, _: &mut dyn std::io::Read) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 const TICK: Duration = Duration::from_millis(10);

@@ -6,6 +6,8 @@
 
 #[path = "support/linearizability.rs"]
 mod lin;
+#[path = "support/pairs.rs"]
+mod pairs;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -27,6 +29,27 @@ impl StateMachine for Kv {
             self.0.lock().unwrap().insert(k, v);
         }
         Vec::new()
+    }
+
+    fn snapshot(&mut self) -> std::io::Result<Box<dyn raftwal_glue::StateSnapshot>> {
+        let m = self.0.lock().unwrap();
+        let kv: Vec<([u8; 8], [u8; 8])> = m
+            .iter()
+            .map(|(k, v)| (k.to_le_bytes(), v.to_le_bytes()))
+            .collect();
+        Ok(Box::new(pairs::encode(
+            kv.iter().map(|(k, v)| (&k[..], &v[..])),
+        )))
+    }
+
+    fn restore(&mut self, data: &mut dyn std::io::Read) -> std::io::Result<()> {
+        let num = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+        let restored = pairs::decode(data)?
+            .into_iter()
+            .map(|(k, v)| (num(&k), num(&v)))
+            .collect();
+        *self.0.lock().unwrap() = restored;
+        Ok(())
     }
 }
 

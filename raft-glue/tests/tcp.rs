@@ -2,6 +2,9 @@
 //! refused, a node restarted on the same port catches up.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+#[path = "support/pairs.rs"]
+mod pairs;
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -23,6 +26,16 @@ impl StateMachine for Log {
     fn apply(&mut self, _index: u64, command: &[u8]) -> Vec<u8> {
         self.0.lock().unwrap().push(command.to_vec());
         Vec::new()
+    }
+
+    fn snapshot(&mut self) -> std::io::Result<Box<dyn raftwal_glue::StateSnapshot>> {
+        let l = self.0.lock().unwrap();
+        Ok(Box::new(pairs::encode(l.iter().map(|c| (&c[..], &[][..])))))
+    }
+
+    fn restore(&mut self, data: &mut dyn std::io::Read) -> std::io::Result<()> {
+        *self.0.lock().unwrap() = pairs::decode(data)?.into_iter().map(|(c, _)| c).collect();
+        Ok(())
     }
 }
 
