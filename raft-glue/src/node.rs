@@ -696,7 +696,8 @@ impl Node {
         self.conf_change(vec![(ConfChangeType::AddNode, id)], left())
     }
 
-    /// Removes a voter or learner (this node included: it then steps down).
+    /// Removes a voter or learner. A leader may remove itself: once the change is applied it
+    /// hands leadership to the most up-to-date remaining voter, and can then be shut down.
     ///
     /// # Errors
     /// As [`Node::apply`].
@@ -1126,10 +1127,13 @@ where
         }
     }
 
-    /// Starts writing a snapshot when one is due or asked for and none is being written.
+    /// Starts writing a snapshot when one is due or asked for (by a caller, or by Raft for a
+    /// follower the stored one does not suit) and none is being written.
     fn maybe_snapshot(&mut self) {
+        let requested = self.node.store().take_snapshot_request();
         let st = &mut self.snapshots;
-        let due = st.threshold > 0 && self.applied >= st.index.max(st.attempted) + st.threshold;
+        let due = requested
+            || st.threshold > 0 && self.applied >= st.index.max(st.attempted) + st.threshold;
         let wanted = due || !st.waiters.is_empty();
         if st.writer.is_some() || !wanted {
             return;
@@ -1340,6 +1344,23 @@ where
             .apply_conf_change(&cc)
             .map_err(|x| Error::Storage(x.to_string()))?;
         self.snapshots.conf_index = e.index;
+        // A leader that removed itself hands leadership to the most up-to-date voter left
+        // (raft-rs would otherwise keep leading a group it is no longer part of).
+        let id = self.node.raft.id;
+        if self.node.raft.state == StateRole::Leader && !cs.voters.contains(&id) {
+            let next = self
+                .node
+                .raft
+                .prs()
+                .iter()
+                .filter(|(p, _)| cs.voters.contains(p))
+                .max_by_key(|(_, pr)| pr.matched)
+                .map(|(p, _)| *p);
+            if let Some(to) = next {
+                self.lease_until = None;
+                self.node.transfer_leader(to);
+            }
+        }
         self.node
             .store()
             .set_conf_state(&cs)

@@ -157,6 +157,9 @@ pub fn encode_conf_state(cs: &ConfState) -> Vec<u8> {
 pub struct RaftStorage<L, S> {
     log: std::sync::Arc<L>,
     snapshots: std::sync::Arc<S>,
+    /// Raft asked for a snapshot the store does not have (none yet, or one whose membership
+    /// lacks the recipient): the application should take a fresh one.
+    wanted: std::sync::atomic::AtomicBool,
 }
 
 impl<L: BatchStore, S: SnapshotStore> RaftStorage<L, S> {
@@ -165,6 +168,7 @@ impl<L: BatchStore, S: SnapshotStore> RaftStorage<L, S> {
         RaftStorage {
             log: std::sync::Arc::new(log),
             snapshots: std::sync::Arc::new(snapshots),
+            wanted: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -181,6 +185,14 @@ impl<L: BatchStore, S: SnapshotStore> RaftStorage<L, S> {
     /// The snapshot store.
     pub fn snapshots(&self) -> &S {
         &self.snapshots
+    }
+
+    /// Whether Raft asked for a snapshot to send that the store could not give (there is none
+    /// yet, or the newest one's membership does not include the recipient, which a follower
+    /// would refuse); clears the request. The application should then take a fresh snapshot:
+    /// Raft asks again on the follower's next response.
+    pub fn take_snapshot_request(&self) -> bool {
+        self.wanted.swap(false, std::sync::atomic::Ordering::SeqCst)
     }
 
     /// A shared handle on the snapshot store (for threads that write or stream snapshots).
@@ -493,14 +505,30 @@ impl<L: BatchStore, S: SnapshotStore> raft::Storage for RaftStorage<L, S> {
         self.last().map_err(store_err)
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         let list = self.snapshots.list().map_err(store_err)?;
-        let Some(m) = list.into_iter().next().filter(|m| m.index >= request_index) else {
+        let newest = list.into_iter().next().filter(|m| m.index >= request_index);
+        let newest = match newest {
+            Some(m) => {
+                let conf: ConfState = decode("ConfState", &m.configuration).map_err(store_err)?;
+                let member = [
+                    &conf.voters,
+                    &conf.learners,
+                    &conf.voters_outgoing,
+                    &conf.learners_next,
+                ]
+                .iter()
+                .any(|ids| ids.contains(&to));
+                member.then_some((m, conf))
+            }
+            None => None,
+        };
+        let Some((m, conf)) = newest else {
+            self.wanted.store(true, std::sync::atomic::Ordering::SeqCst);
             return Err(raft::Error::Store(
                 StorageError::SnapshotTemporarilyUnavailable,
             ));
         };
-        let conf: ConfState = decode("ConfState", &m.configuration).map_err(store_err)?;
         let mut s = Snapshot {
             data: m.id.into_bytes().into(),
             ..Default::default()

@@ -1,5 +1,7 @@
-//! Three `Node`s on real `Wal`s over the in-memory network: election, replication, the
-//! not-leader hint, leader crash and restart from the WAL, and a partitioned leader.
+//! Three `Node`s on real `Wal`s and `FileSnapshotStore`s over the in-memory network: election,
+//! replication, the not-leader hint, leader crash and restart from the WAL, a partitioned
+//! leader, membership changes, snapshots (compaction, restart from a snapshot, a follower and
+//! a newcomer catching up by snapshot, broken snapshot streams).
 //! Assertions wait for outcomes with generous deadlines; nothing asserts a duration.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -11,11 +13,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use raftwal_glue::{Config, MemNetwork, Node, NodeError, RaftStorage, Role, StateMachine};
-use raftwal_snapshot::MemSnapshotStore;
-use raftwal_wal::{Wal, WalOptions};
+use raftwal_glue::{
+    Config, MemNetwork, Node, NodeError, NodeEvent, RaftStorage, Role, StateMachine,
+};
+use raftwal_snapshot::{FileSnapshotStore, SnapshotStore};
+use raftwal_wal::{LogStore, Wal, WalOptions};
 
-/// `set k v` → the previous value; the map is shared so the test can look at it.
+/// `set k v` → the previous value; `add k n` adds to a number (not idempotent, so a command
+/// applied twice or skipped shows); the map is shared so the test can look at it.
 #[derive(Clone, Default)]
 struct Kv(Arc<Mutex<BTreeMap<String, String>>>);
 
@@ -31,6 +36,13 @@ impl StateMachine for Kv {
                 .insert(k.to_string(), v.to_string())
                 .unwrap_or_default()
                 .into_bytes(),
+            (Some("add"), Some(k), Some(n)) => {
+                let mut m = self.0.lock().unwrap();
+                let sum =
+                    m.get(k).map_or(0, |v| v.parse::<u64>().unwrap()) + n.parse::<u64>().unwrap();
+                m.insert(k.to_string(), sum.to_string());
+                sum.to_string().into_bytes()
+            }
             _ => b"?".to_vec(),
         }
     }
@@ -61,18 +73,30 @@ struct Cluster {
     dir: tempfile::TempDir,
     net: MemNetwork,
     nodes: BTreeMap<u64, (Node, Kv)>,
+    /// (snapshot every, trailing entries).
+    snap: (u64, u64),
 }
 
-fn start(dir: &Path, id: u64, net: &MemNetwork) -> (Node, Kv) {
-    start_with(dir, id, vec![1, 2, 3], net)
-}
-
-fn start_with(dir: &Path, id: u64, peers: Vec<u64>, net: &MemNetwork) -> (Node, Kv) {
-    let wal = Wal::open(dir, WalOptions::default().segment_size(256 << 10)).unwrap();
-    let storage = RaftStorage::new(wal, MemSnapshotStore::new(1).unwrap());
+/// Snapshots in `dir/snapshots`, the log in `dir/wal`.
+fn start_with(
+    dir: &Path,
+    id: u64,
+    peers: Vec<u64>,
+    net: &MemNetwork,
+    (every, trailing): (u64, u64),
+) -> (Node, Kv) {
+    let wal = Wal::open(
+        dir.join("wal"),
+        WalOptions::default().segment_size(256 << 10),
+    )
+    .unwrap();
+    let snapshots = FileSnapshotStore::open(dir.join("snapshots"), 2).unwrap();
+    let storage = RaftStorage::new(wal, snapshots);
     let kv = Kv::default();
     let cfg = Config {
         tick: Duration::from_millis(10),
+        snapshot_threshold: every,
+        trailing_entries: trailing,
         ..Config::new(id, peers)
     };
     let node = Node::start(cfg, kv.clone(), storage, net.transport(id)).unwrap();
@@ -82,16 +106,30 @@ fn start_with(dir: &Path, id: u64, peers: Vec<u64>, net: &MemNetwork) -> (Node, 
 
 impl Cluster {
     fn new() -> Self {
+        Self::with_snapshots(8192, 1024)
+    }
+
+    fn with_snapshots(every: u64, trailing: u64) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let net = MemNetwork::new();
-        let nodes = (1..=3)
-            .map(|id| (id, start(&dir.path().join(format!("n{id}")), id, &net)))
-            .collect();
-        Cluster { dir, net, nodes }
+        let mut c = Cluster {
+            dir,
+            net: MemNetwork::new(),
+            nodes: BTreeMap::new(),
+            snap: (every, trailing),
+        };
+        for id in 1..=3 {
+            c.restart(id);
+        }
+        c
     }
 
     fn path(&self, id: u64) -> PathBuf {
         self.dir.path().join(format!("n{id}"))
+    }
+
+    fn start_new(&mut self, id: u64) {
+        let n = start_with(&self.path(id), id, vec![], &self.net, self.snap);
+        self.nodes.insert(id, n);
     }
 
     fn crash(&mut self, id: u64) {
@@ -102,8 +140,14 @@ impl Cluster {
     }
 
     fn restart(&mut self, id: u64) {
-        let n = start(&self.path(id), id, &self.net);
+        let n = start_with(&self.path(id), id, vec![1, 2, 3], &self.net, self.snap);
         self.nodes.insert(id, n);
+    }
+
+    /// The first index of a stopped node's log.
+    fn first_index(&self, id: u64) -> u64 {
+        let wal = Wal::open(self.path(id).join("wal"), WalOptions::default()).unwrap();
+        wal.first_index().unwrap()
     }
 
     /// The leader that the given nodes agree on.
@@ -310,8 +354,7 @@ fn add_voter_remove_server_and_transfer_leadership() {
         want.insert(format!("k{i}"), i.to_string());
     }
     // A new node joins: it starts empty (no peers), becomes a learner, catches up, is promoted.
-    let n4 = start_with(&c.path(4), 4, vec![], &c.net);
-    c.nodes.insert(4, n4);
+    c.start_new(4);
     let l = c.wait_leader(&[1, 2, 3]);
     c.nodes[&l].0.add_voter(4, Duration::from_secs(20)).unwrap();
     let s = c.nodes[&l].0.status();
@@ -351,7 +394,7 @@ fn a_failed_fsync_stops_the_node_cleanly() {
             .vfs(Arc::new(vfs.process())),
     )
     .unwrap();
-    let storage = RaftStorage::new(wal, MemSnapshotStore::new(1).unwrap());
+    let storage = RaftStorage::new(wal, raftwal_snapshot::MemSnapshotStore::new(1).unwrap());
     let cfg = Config {
         tick: Duration::from_millis(10),
         ..Config::new(1, vec![1])
@@ -391,7 +434,7 @@ fn power_loss_of_the_whole_cluster_keeps_every_acknowledged_write() {
                 .vfs(Arc::new(vfs.process())),
         )
         .unwrap();
-        let storage = RaftStorage::new(wal, MemSnapshotStore::new(1).unwrap());
+        let storage = RaftStorage::new(wal, raftwal_snapshot::MemSnapshotStore::new(1).unwrap());
         let kv = Kv::default();
         let cfg = Config {
             tick: Duration::from_millis(10),
@@ -466,4 +509,158 @@ fn message_loss_duplication_and_reordering() {
         "faults were not injected: {st:?}"
     );
     c.wait_converged(&want);
+}
+
+/// The value of counter `k` on node `id`.
+fn counter(c: &Cluster, id: u64, k: &str) -> u64 {
+    c.state(id).get(k).map_or(0, |v| v.parse().unwrap())
+}
+
+fn wait_counter(c: &Cluster, k: &str, want: u64) {
+    let ok = wait(|| {
+        c.nodes
+            .keys()
+            .all(|id| counter(c, *id, k) == want)
+            .then_some(())
+    });
+    let got: Vec<u64> = c.nodes.keys().map(|id| counter(c, *id, k)).collect();
+    assert!(ok.is_some(), "counters {got:?}, {want} expected");
+}
+
+/// Snapshots are taken every N entries and compact the log (keeping the trailing entries);
+/// a restart restores the snapshot and replays only what follows, so the counter (whose
+/// increments are not idempotent) is neither re-applied nor skipped.
+#[test]
+fn snapshots_compact_the_log_and_restarts_neither_reapply_nor_skip() {
+    let mut c = Cluster::with_snapshots(40, 8);
+    for _ in 0..200 {
+        c.apply_anywhere("add n 1");
+    }
+    wait_counter(&c, "n", 200);
+    for id in 1..=3 {
+        let ok = wait(|| (c.nodes[&id].0.status().snapshot_index >= 160).then_some(()));
+        assert!(ok.is_some(), "{:?}", c.nodes[&id].0.status());
+    }
+    for id in 1..=3 {
+        c.crash(id);
+    }
+    for id in 1..=3 {
+        let first = c.first_index(id);
+        assert!(first > 100, "node {id}'s log still starts at {first}");
+        let snaps = FileSnapshotStore::open(c.path(id).join("snapshots"), 2)
+            .unwrap()
+            .list()
+            .unwrap();
+        assert!(!snaps.is_empty() && snaps.len() <= 2, "{snaps:?}");
+        // Compacted to the snapshot's index less the trailing entries, never beyond.
+        assert!(first <= snaps[0].index - 8 + 1, "{first} vs {snaps:?}");
+    }
+    for id in 1..=3 {
+        c.restart(id);
+    }
+    for id in 1..=3 {
+        let s = c.nodes[&id].0.status();
+        assert!(s.applied >= 160, "restored from the snapshot: {s:?}");
+    }
+    wait_counter(&c, "n", 200);
+    c.apply_anywhere("add n 1");
+    wait_counter(&c, "n", 201);
+}
+
+/// A follower that was down while the others compacted their logs catches up by a snapshot
+/// streamed out of band, even when the first streams break (Raft is told, and retries); it
+/// then restarts from the installed snapshot.
+#[test]
+fn a_lagging_follower_catches_up_by_snapshot_despite_broken_streams() {
+    let mut c = Cluster::with_snapshots(30, 5);
+    c.apply_anywhere("add n 1");
+    wait_counter(&c, "n", 1);
+    c.crash(3);
+    for _ in 0..150 {
+        c.apply_anywhere("add n 1");
+    }
+    let l = c.wait_leader(&[1, 2]);
+    let ok = wait(|| (c.nodes[&l].0.status().snapshot_index >= 120).then_some(()));
+    assert!(ok.is_some(), "{:?}", c.nodes[&l].0.status());
+    c.net.fail_snapshots(2);
+    c.restart(3);
+    wait_counter(&c, "n", 151);
+    let stats = c.net.stats();
+    assert!(stats.snapshots >= 1, "{stats:?}");
+    assert_eq!(stats.snapshots_failed, 2, "{stats:?}");
+    let s = c.nodes[&3].0.status();
+    assert!(s.snapshot_index >= 120, "installed a snapshot: {s:?}");
+    c.crash(3);
+    c.restart(3);
+    assert!(c.nodes[&3].0.status().applied >= 120);
+    wait_counter(&c, "n", 151);
+}
+
+/// `Node::snapshot` on demand: durable, compacts, and with nothing new returns the same one.
+#[test]
+fn snapshot_on_demand() {
+    let c = Cluster::with_snapshots(0, 2);
+    for i in 0..20 {
+        c.apply_anywhere(&format!("set k{i} {i}"));
+    }
+    let l = c.wait_leader(&[1, 2, 3]);
+    let node = &c.nodes[&l].0;
+    let m = node.snapshot(Duration::from_secs(10)).unwrap();
+    let s = node.status();
+    assert!(m.index >= 20 && m.index <= s.applied, "{m:?} {s:?}");
+    assert_eq!(s.snapshot_index, m.index);
+    let again = node.snapshot(Duration::from_secs(10)).unwrap();
+    assert_eq!(again.id, m.id, "nothing new: the same snapshot");
+    let stored = FileSnapshotStore::open(c.path(l).join("snapshots"), 2)
+        .unwrap()
+        .list()
+        .unwrap();
+    assert_eq!(stored[0].id, m.id);
+}
+
+/// Replace a node after the log was compacted: the newcomer joins empty and gets a snapshot;
+/// then the leader removes itself and the rest elect a new one and go on.
+#[test]
+fn replace_a_node_by_snapshot_and_remove_the_leader() {
+    let mut c = Cluster::with_snapshots(20, 0);
+    let events = {
+        let l = c.wait_leader(&[1, 2, 3]);
+        c.nodes[&l].0.subscribe()
+    };
+    for _ in 0..60 {
+        c.apply_anywhere("add n 1");
+    }
+    let l = c.wait_leader(&[1, 2, 3]);
+    let ok = wait(|| (c.nodes[&l].0.status().snapshot_index >= 40).then_some(()));
+    assert!(ok.is_some());
+    let f = (1..=3).find(|&i| i != l).unwrap();
+    c.nodes[&l]
+        .0
+        .remove_server(f, Duration::from_secs(10))
+        .unwrap();
+    c.crash(f);
+    c.start_new(4);
+    c.nodes[&l].0.add_voter(4, Duration::from_secs(20)).unwrap();
+    wait_counter(&c, "n", 60);
+    assert!(c.nodes[&4].0.status().snapshot_index >= 40);
+    assert!(c.net.stats().snapshots >= 1);
+    // The leader removes itself; the other two elect a leader and go on.
+    let rest: Vec<u64> = c.nodes.keys().copied().filter(|&i| i != l).collect();
+    c.nodes[&l]
+        .0
+        .remove_server(l, Duration::from_secs(10))
+        .unwrap();
+    let nl = c.wait_leader(&rest);
+    assert_ne!(nl, l);
+    c.crash(l);
+    c.apply(nl, "add n 1").unwrap();
+    wait_counter(&c, "n", 61);
+    // The old leader's subscribers heard of the membership changes.
+    let seen: Vec<NodeEvent> = events.try_iter().collect();
+    assert!(
+        seen.iter().any(
+            |e| matches!(e, NodeEvent::MembershipChanged { voters, .. } if voters.contains(&4))
+        ),
+        "{seen:?}"
+    );
 }

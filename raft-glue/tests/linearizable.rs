@@ -1,5 +1,6 @@
 //! Clients write and read a replicated key–value store while a nemesis partitions nodes and
-//! crashes and restarts them (on their real `Wal`s); the recorded history is checked for
+//! crashes and restarts them (on their real `Wal`s and snapshot stores, snapshotting every 25
+//! entries, so lagging nodes install snapshots); the recorded history is checked for
 //! linearizability (Wing–Gong, `support/linearizability.rs`). A final read of every key after
 //! healing makes a lost acknowledged write show up as a violation.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
@@ -15,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use raftwal_glue::{Config, MemNetwork, Node, NodeError, RaftStorage, Role, StateMachine};
-use raftwal_snapshot::MemSnapshotStore;
+use raftwal_snapshot::FileSnapshotStore;
 use raftwal_wal::{Wal, WalOptions};
 
 #[derive(Clone, Default)]
@@ -67,11 +68,21 @@ impl Cluster {
     }
 
     fn start(&self, id: u64) {
-        let wal = Wal::open(self.path(id), WalOptions::default().segment_size(256 << 10)).unwrap();
-        let storage = RaftStorage::new(wal, MemSnapshotStore::new(1).unwrap());
+        let dir = self.path(id);
+        let wal = Wal::open(
+            dir.join("wal"),
+            WalOptions::default().segment_size(256 << 10),
+        )
+        .unwrap();
+        let snapshots = FileSnapshotStore::open(dir.join("snapshots"), 2).unwrap();
+        let storage = RaftStorage::new(wal, snapshots);
         let kv = Kv::default();
+        // Frequent snapshots and short trailing logs: restarted and partitioned nodes catch up
+        // by snapshot, so installs are part of the checked history.
         let cfg = Config {
             tick: Duration::from_millis(10),
+            snapshot_threshold: 25,
+            trailing_entries: 5,
             ..Config::new(id, vec![1, 2, 3])
         };
         let node = Node::start(cfg, kv.clone(), storage, self.net.transport(id)).unwrap();
@@ -258,6 +269,9 @@ fn history_under_partitions_and_crashes_is_linearizable() {
         acked > 10,
         "too few acknowledged writes ({acked}) for a meaningful check"
     );
+    let net = c.net.stats();
+    eprintln!("{acked} acknowledged writes; network: {net:?}");
+    assert!(net.snapshots > 0, "no node caught up by snapshot: {net:?}");
     if let Err(key) = lin::check(&h) {
         let mut ops: Vec<_> = h.iter().filter(|e| e.key == key).collect();
         ops.sort_by_key(|e| e.call);

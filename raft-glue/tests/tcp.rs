@@ -1,5 +1,6 @@
 //! Three `Node`s over the TCP transport on 127.0.0.1: replication, a node of another cluster is
-//! refused, a node restarted on the same port catches up.
+//! refused, a damaged snapshot stream is refused, a node restarted on the same port catches up
+//! by a snapshot streamed over TCP (the others compacted their logs meanwhile).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 #[path = "support/pairs.rs"]
@@ -14,7 +15,7 @@ use raft::eraftpb::{Message, MessageType};
 use raftwal_glue::{
     Config, Node, RaftStorage, Role, StateMachine, TcpServer, TcpTransport, Transport,
 };
-use raftwal_snapshot::MemSnapshotStore;
+use raftwal_snapshot::{FileSnapshotStore, SnapshotMeta, SnapshotStore};
 use raftwal_wal::{Wal, WalOptions};
 
 const CLUSTER: u64 = 0xC1u64;
@@ -56,11 +57,18 @@ fn try_start(
     addrs: &HashMap<u64, SocketAddr>,
 ) -> std::io::Result<Member> {
     let listener = TcpServer::bind(addrs[&id])?;
-    let wal = Wal::open(dir, WalOptions::default().segment_size(256 << 10)).unwrap();
-    let storage = RaftStorage::new(wal, MemSnapshotStore::new(1).unwrap());
+    let wal = Wal::open(
+        dir.join("wal"),
+        WalOptions::default().segment_size(256 << 10),
+    )
+    .unwrap();
+    let snapshots = FileSnapshotStore::open(dir.join("snapshots"), 2).unwrap();
+    let storage = RaftStorage::new(wal, snapshots);
     let log = Log::default();
     let cfg = Config {
         tick: Duration::from_millis(10),
+        snapshot_threshold: 10,
+        trailing_entries: 2,
         ..Config::new(id, vec![1, 2, 3])
     };
     let transport = TcpTransport::new(id, CLUSTER, addrs.clone());
@@ -132,21 +140,56 @@ fn three_nodes_over_tcp() {
         "a foreign message reached Raft"
     );
 
-    // Restart a follower on the same port: it catches up from its WAL and the leader.
+    // A snapshot stream whose bytes do not match the announced checksum is refused, and
+    // nothing is kept.
+    let sender = TcpTransport::new(l, CLUSTER, addrs.clone());
+    let to = (1..=3).find(|&i| i != l).unwrap();
+    let mut msg = Message::default();
+    msg.set_msg_type(MessageType::MsgSnapshot);
+    msg.from = l;
+    msg.to = to;
+    msg.mut_snapshot().mut_metadata().index = 1_000;
+    msg.mut_snapshot().mut_metadata().term = 1;
+    let data = b"not what was announced".to_vec();
+    let meta = SnapshotMeta {
+        id: "bogus".into(),
+        index: 1_000,
+        term: 1,
+        size: data.len() as u64,
+        checksum: crc32fast::hash(b"something else"),
+        ..SnapshotMeta::default()
+    };
+    let r = sender.send_snapshot(msg, &meta, &mut &data[..]);
+    assert!(r.is_err(), "a damaged snapshot was taken");
+    assert!(members[&to].node.status().snapshot_index < 1_000);
+
+    // Restart a follower on the same port after the others compacted their logs: it catches
+    // up by a snapshot streamed over TCP, then from the log.
     let f = (1..=3).find(|&i| i != l).unwrap();
     drop(members.remove(&f));
     let l = wait(|| leader(&members)).expect("still a leader");
-    members[&l]
-        .node
-        .apply(b"while down".to_vec(), Duration::from_secs(10))
-        .unwrap();
+    let mut want = want;
+    for i in 0..40 {
+        let c = format!("while down {i}").into_bytes();
+        members[&l]
+            .node
+            .apply(c.clone(), Duration::from_secs(10))
+            .unwrap();
+        want.push(c);
+    }
+    assert!(wait(|| (members[&l].node.status().snapshot_index >= 50).then_some(())).is_some());
     let restarted = wait(|| try_start(&d.path().join(format!("n{f}")), f, &addrs).ok())
         .expect("restart on the same port");
     members.insert(f, restarted);
-    let mut want = want;
-    want.push(b"while down".to_vec());
     assert!(
         wait(|| (*members[&f].log.0.lock().unwrap() == want).then_some(())).is_some(),
         "the restarted node did not catch up"
     );
+    let s = members[&f].node.status();
+    assert!(s.snapshot_index >= 50, "caught up by snapshot: {s:?}");
+    let stored = FileSnapshotStore::open(d.path().join(format!("n{f}/snapshots")), 2)
+        .unwrap()
+        .list()
+        .unwrap();
+    assert!(stored.iter().all(|m| m.id != "bogus"), "{stored:?}");
 }
