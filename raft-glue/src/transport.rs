@@ -1,9 +1,10 @@
 //! The transport seam, and an in-memory network for tests with per-link partitions and
-//! seedable message loss, duplication and reordering.
+//! seedable message loss, delay, duplication and reordering.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{self, Read};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use raft::eraftpb::Message;
 use raftwal_snapshot::SnapshotMeta;
@@ -47,6 +48,10 @@ pub struct NetFaults {
     pub duplicate: f64,
     /// Probability that a message is held back and delivered later, after others.
     pub reorder: f64,
+    /// Probability that a message is delivered after a delay (up to `max_delay`, uniformly).
+    pub delay: f64,
+    /// The longest injected delay.
+    pub max_delay: Duration,
     /// PRNG seed.
     pub seed: u64,
 }
@@ -76,6 +81,8 @@ pub struct NetStats {
     pub duplicated: u64,
     /// Held back and delivered out of order.
     pub reordered: u64,
+    /// Delivered after an injected delay.
+    pub delayed: u64,
     /// Snapshots streamed to a peer that took them.
     pub snapshots: u64,
     /// Snapshot streams that failed (cut link, no peer, injected failure, refused).
@@ -83,18 +90,18 @@ pub struct NetStats {
 }
 
 impl Net {
-    fn chance(&mut self, p: f64) -> bool {
-        if p <= 0.0 {
-            return false;
-        }
-        // xorshift64*
+    /// A uniform draw in [0, 1) (xorshift64*).
+    fn unit(&mut self) -> f64 {
         let mut x = self.rng | 1;
         x ^= x >> 12;
         x ^= x << 25;
         x ^= x >> 27;
         self.rng = x;
-        let unit = (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64;
-        unit < p
+        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && self.unit() < p
     }
 }
 
@@ -185,6 +192,7 @@ pub struct MemTransport {
 impl Transport for MemTransport {
     fn send(&self, msg: Message) {
         let mut out: Vec<(Mailbox, Message)> = Vec::new();
+        let mut late = None;
         {
             let mut n = self.net.lock();
             let f = n.faults;
@@ -207,11 +215,26 @@ impl Transport for MemTransport {
                     n.stats.duplicated += 1;
                     out.push((mb.clone(), msg.clone()));
                 }
-                out.push((mb, msg));
+                if n.chance(f.delay) {
+                    n.stats.delayed += 1;
+                    late = Some((mb, msg, f.max_delay.mul_f64(n.unit())));
+                } else {
+                    out.push((mb, msg));
+                }
             }
         }
         for (mb, m) in out {
             mb.deliver(m);
+        }
+        if let Some((mb, m, after)) = late {
+            // A delayed message travels on a timer thread of its own (if none can start, it is
+            // lost, which the network may do anyway).
+            let _ = std::thread::Builder::new()
+                .name("raftwal-memnet-delay".into())
+                .spawn(move || {
+                    std::thread::sleep(after);
+                    mb.deliver(m);
+                });
         }
     }
 

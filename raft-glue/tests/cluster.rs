@@ -488,12 +488,14 @@ fn power_loss_of_the_whole_cluster_keeps_every_acknowledged_write() {
 }
 
 #[test]
-fn message_loss_duplication_and_reordering() {
+fn message_loss_delay_duplication_and_reordering() {
     let c = Cluster::new();
     c.net.set_faults(raftwal_glue::NetFaults {
         drop: 0.2,
         duplicate: 0.1,
         reorder: 0.2,
+        delay: 0.1,
+        max_delay: Duration::from_millis(30),
         seed: 7,
     });
     let mut want = BTreeMap::new();
@@ -505,7 +507,7 @@ fn message_loss_duplication_and_reordering() {
     c.net.set_faults(raftwal_glue::NetFaults::default());
     let st = c.net.stats();
     assert!(
-        st.dropped > 0 && st.duplicated > 0 && st.reordered > 0,
+        st.dropped > 0 && st.duplicated > 0 && st.reordered > 0 && st.delayed > 0,
         "faults were not injected: {st:?}"
     );
     c.wait_converged(&want);

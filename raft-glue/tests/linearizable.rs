@@ -136,6 +136,8 @@ fn history_under_partitions_and_crashes_is_linearizable() {
         drop: 0.05,
         duplicate: 0.05,
         reorder: 0.1,
+        delay: 0.05,
+        max_delay: Duration::from_millis(30),
         seed: 3,
     });
     let t0 = Instant::now();

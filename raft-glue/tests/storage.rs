@@ -314,3 +314,80 @@ fn three_nodes_replicate_restart_and_catch_up_on_wal() {
         assert_eq!(p.node.as_ref().unwrap().store().last_index().unwrap(), last);
     }
 }
+
+fn store_snapshot(s: &RaftStorage<MemStore, MemSnapshotStore>, index: u64, term: u64, to: u64) {
+    let conf = raftwal_glue::encode_conf_state(&ConfState {
+        voters: vec![to],
+        ..Default::default()
+    });
+    let mut sink = s.snapshots().create(index, term, &conf, 1).unwrap();
+    sink.write_all(format!("state at {index}").as_bytes())
+        .unwrap();
+    sink.commit().unwrap();
+}
+
+/// What a restart restores from: the snapshot of the recorded mark; a newer local snapshot
+/// that was made durable just before a crash cut off its mark (recorded now, with the commit
+/// raised to it); never a snapshot that does not match the log; a clear error when the mark's
+/// snapshot is gone. Compaction never moves the mark back, and `snapshot()` asks for a fresh
+/// snapshot when the stored one cannot serve the recipient.
+#[test]
+fn snapshot_recovery_and_compaction_rules() {
+    let s = RaftStorage::new(MemStore::new(), MemSnapshotStore::new(3).unwrap());
+    let hs = HardState {
+        term: 2,
+        commit: 10,
+        ..Default::default()
+    };
+    s.append(&(1..=20).map(|i| ent(i, 2)).collect::<Vec<_>>(), Some(&hs))
+        .unwrap();
+    assert_eq!(s.recover_snapshot().unwrap(), None, "no snapshot yet");
+
+    // A snapshot at 15 made durable, then a crash before its mark: it is used, and recorded.
+    store_snapshot(&s, 15, 2, 1);
+    let m = s.recover_snapshot().unwrap().expect("the durable snapshot");
+    assert_eq!((m.index, m.term), (15, 2));
+    assert_eq!(s.snapshot_mark().unwrap(), (15, 2));
+    assert_eq!(
+        s.hard_state().unwrap().commit,
+        15,
+        "commit raised to the snapshot"
+    );
+
+    // A snapshot whose term does not match the log is never used.
+    store_snapshot(&s, 18, 7, 1);
+    let m = s.recover_snapshot().unwrap().unwrap();
+    assert_eq!(m.index, 15);
+
+    // Compaction keeps the trailing entries; an older snapshot never moves the mark back.
+    s.compact(15, 2, 12).unwrap();
+    assert_eq!(s.first_index().unwrap(), 13);
+    s.compact(9, 2, 9).unwrap();
+    assert_eq!(s.snapshot_mark().unwrap(), (15, 2));
+    assert_eq!(s.first_index().unwrap(), 13);
+    assert_eq!(s.term(15).unwrap(), 2);
+
+    // A recipient outside the newest snapshot's membership: unavailable, and a fresh
+    // snapshot is requested (once).
+    assert!(!s.take_snapshot_request());
+    assert!(is(
+        s.snapshot(0, 9).unwrap_err(),
+        StorageError::SnapshotTemporarilyUnavailable
+    ));
+    assert!(s.take_snapshot_request());
+    assert!(!s.take_snapshot_request());
+    // A member gets the newest snapshot, named by its id.
+    let snap = s.snapshot(0, 1).unwrap();
+    assert_eq!(snap.get_metadata().index, 18);
+
+    // The mark's snapshot missing from the store: a clear error, not an empty state machine.
+    let lost = RaftStorage::new(MemStore::new(), MemSnapshotStore::new(1).unwrap());
+    lost.append(&(1..=20).map(|i| ent(i, 2)).collect::<Vec<_>>(), Some(&hs))
+        .unwrap();
+    lost.compact(15, 2, 15).unwrap();
+    let err = lost.recover_snapshot().unwrap_err();
+    assert!(
+        err.to_string().contains("index 15") && err.to_string().contains("missing"),
+        "{err}"
+    );
+}
