@@ -34,12 +34,27 @@ impl StateMachine for Nop {
     }
 }
 
-struct Cluster {
+/// A 3-node cluster in this process: on-disk WALs under one root, TCP on loopback, a state
+/// machine that does nothing (the figures are Raft's and the storage's). Dropping it shuts the
+/// nodes down.
+pub struct Cluster {
     nodes: HashMap<u64, Arc<Node>>,
     _servers: Vec<TcpServer>,
 }
 
-fn start(root: &Path, batch: bool) -> Result<Cluster, Error> {
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in self.nodes.values() {
+            node.shutdown();
+        }
+    }
+}
+
+/// Starts a cluster in `root`, with the nodes' fsync batching on or off.
+///
+/// # Errors
+/// Bind, WAL and start-up errors.
+pub fn start(root: &Path, batch: bool) -> Result<Cluster, Error> {
     let listeners: Vec<(u64, std::net::TcpListener)> = (1..=3)
         .map(|id| Ok((id, TcpServer::bind("127.0.0.1:0".parse()?)?)))
         .collect::<Result<_, Error>>()?;
@@ -72,7 +87,11 @@ fn start(root: &Path, batch: bool) -> Result<Cluster, Error> {
     })
 }
 
-fn leader(c: &Cluster) -> Result<Arc<Node>, Error> {
+/// The leader, once one is elected and has committed a barrier.
+///
+/// # Errors
+/// No leader within 20 s.
+pub fn leader(c: &Cluster) -> Result<Arc<Node>, Error> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if let Some(n) = c.nodes.values().find(|n| n.role() == Role::Leader) {
@@ -155,9 +174,6 @@ pub fn run(
                 }
             }
             rows.push(r);
-            for node in c.nodes.values() {
-                node.shutdown();
-            }
             drop(c);
             std::fs::remove_dir_all(&dir).ok();
         }
