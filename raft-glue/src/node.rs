@@ -71,8 +71,9 @@ pub struct Config {
     /// The clock for ticks and the leader lease.
     pub clock: Arc<dyn Clock>,
     /// Let every proposal queued while a round was persisted join the next round, so one
-    /// fsync covers all of them (default `true`). `false` takes one proposal per round: one
-    /// fsync each (for measuring what batching buys).
+    /// fsync covers all of them (default `true`). `false` takes one proposal (on a leader) or
+    /// one append message (on a follower) per round, persisted synchronously: one fsync per
+    /// proposal on every node (for measuring what batching buys).
     pub batch_proposals: bool,
     /// Take a snapshot every this many applied entries (0: only on demand). Default 8192.
     pub snapshot_threshold: u64,
@@ -748,6 +749,15 @@ impl Drop for Node {
     }
 }
 
+/// Whether an event brings new entries to persist: a proposal, or a leader's append.
+fn carries_entries(ev: &Event) -> bool {
+    match ev {
+        Event::Propose { .. } => true,
+        Event::Step(m) => m.get_msg_type() == MessageType::MsgAppend && !m.entries.is_empty(),
+        _ => false,
+    }
+}
+
 /// A round written to the log, waiting to be made durable.
 struct Job {
     number: u64,
@@ -904,17 +914,18 @@ where
             let mut stop = None;
             match rx.recv_timeout(wait) {
                 Ok(ev) => {
-                    let mut proposals = usize::from(matches!(ev, Event::Propose { .. }));
+                    let mut proposals = usize::from(carries_entries(&ev));
                     stop = self.handle(ev);
                     // Everything already queued joins this round (one fsync for all of it),
-                    // unless batching is off: then a round takes one proposal.
+                    // unless batching is off: then a round takes one proposal (leader) or one
+                    // append of entries (follower), so every entry costs an fsync on every node.
                     for _ in 0..1024 {
                         if stop.is_some() || (!batch && proposals > 0) {
                             break;
                         }
                         match rx.try_recv() {
                             Ok(ev) => {
-                                proposals += usize::from(matches!(ev, Event::Propose { .. }));
+                                proposals += usize::from(carries_entries(&ev));
                                 stop = self.handle(ev);
                             }
                             Err(_) => break,

@@ -8,10 +8,18 @@
 //!   empties the log when a snapshot is installed; its data lives in the [`SnapshotStore`], and
 //!   [`raft::Storage::snapshot`] returns its metadata with the snapshot's *id* as `data`, so the
 //!   bytes can be streamed out of band instead of inside one Raft message.
+//!
+//! The newest entries are also kept in memory as written ([`TailCache`]): Raft reads them back
+//! constantly (the term of the entry before each append it sends, the entries to replicate),
+//! and serving those from memory saves a read and a checksum each. The snapshot mark is cached
+//! the same way. Both are only right while every write goes through the adapter.
 
 use raft::eraftpb::{
     ConfChange, ConfChangeType, ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMetadata,
 };
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard};
+
 use raft::{GetEntriesContext, RaftState, StorageError};
 use raftwal_snapshot::SnapshotStore;
 use raftwal_wal::{BatchStore, EntryKind, LogEntry, WriteBatch};
@@ -49,6 +57,82 @@ pub enum Error {
         /// The decoder's message.
         detail: String,
     },
+}
+
+/// At most this many of the newest entries are cached…
+const CACHE_ENTRIES: usize = 4096;
+/// …and at most this many bytes of their data.
+const CACHE_BYTES: usize = 8 << 20;
+
+/// The newest entries of the log, contiguous, exactly as written (a subset of the log).
+#[derive(Debug, Default)]
+struct TailCache {
+    entries: VecDeque<Entry>,
+    bytes: usize,
+}
+
+impl TailCache {
+    fn first(&self) -> Option<u64> {
+        self.entries.front().map(|e| e.index)
+    }
+
+    fn get(&self, index: u64) -> Option<&Entry> {
+        let first = self.first()?;
+        let i = usize::try_from(index.checked_sub(first)?).ok()?;
+        self.entries.get(i)
+    }
+
+    /// Records a written round: cuts what it overwrites, appends it, trims the oldest.
+    fn put(&mut self, written: &[Entry]) {
+        let Some(new_first) = written.first().map(|e| e.index) else {
+            return;
+        };
+        let contiguous = match (self.first(), self.entries.back()) {
+            (Some(first), Some(last)) => new_first >= first && new_first <= last.index + 1,
+            _ => false,
+        };
+        if contiguous {
+            self.truncate_after(new_first - 1);
+        } else {
+            self.clear();
+        }
+        for e in written {
+            self.bytes += e.data.len() + e.context.len();
+            self.entries.push_back(e.clone());
+        }
+        while self.entries.len() > CACHE_ENTRIES || self.bytes > CACHE_BYTES {
+            self.pop_front();
+        }
+    }
+
+    fn truncate_after(&mut self, index: u64) {
+        while self.entries.back().is_some_and(|e| e.index > index) {
+            if let Some(e) = self.entries.pop_back() {
+                self.bytes -= e.data.len() + e.context.len();
+            }
+        }
+    }
+
+    fn drop_upto(&mut self, index: u64) {
+        while self.first().is_some_and(|f| f <= index) {
+            self.pop_front();
+        }
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(e) = self.entries.pop_front() {
+            self.bytes -= e.data.len() + e.context.len();
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn store_err(e: impl std::error::Error + Send + Sync + 'static) -> raft::Error {
@@ -160,6 +244,9 @@ pub struct RaftStorage<L, S> {
     /// Raft asked for a snapshot the store does not have (none yet, or one whose membership
     /// lacks the recipient): the application should take a fresh one.
     wanted: std::sync::atomic::AtomicBool,
+    cache: Mutex<TailCache>,
+    /// The snapshot mark, once read.
+    mark: Mutex<Option<(u64, u64)>>,
 }
 
 impl<L: BatchStore, S: SnapshotStore> RaftStorage<L, S> {
@@ -169,6 +256,8 @@ impl<L: BatchStore, S: SnapshotStore> RaftStorage<L, S> {
             log: std::sync::Arc::new(log),
             snapshots: std::sync::Arc::new(snapshots),
             wanted: std::sync::atomic::AtomicBool::new(false),
+            cache: Mutex::default(),
+            mark: Mutex::default(),
         }
     }
 
@@ -232,6 +321,7 @@ impl<L: BatchStore, S: SnapshotStore> RaftStorage<L, S> {
         b.set(CONF_STATE_KEY, &encode(conf))
             .set(HARD_STATE_KEY, &encode(&hs));
         self.log.commit(b)?;
+        lock(&self.cache).clear();
         Ok(n)
     }
 
@@ -280,7 +370,13 @@ impl<L: BatchStore, S: SnapshotStore> RaftStorage<L, S> {
         if b.is_empty() {
             return Ok(None);
         }
-        Ok(Some(self.log.submit(b)?))
+        let ticket = self.log.submit(b);
+        let mut cache = lock(&self.cache);
+        match ticket {
+            Ok(_) => cache.put(entries),
+            Err(_) => cache.clear(),
+        }
+        Ok(Some(ticket?))
     }
 
     /// The persisted hard state.
@@ -330,20 +426,49 @@ impl<L: BatchStore, S: SnapshotStore> RaftStorage<L, S> {
     /// # Errors
     /// Store errors.
     pub fn snapshot_mark(&self) -> Result<(u64, u64), Error> {
-        match self.log.get(SNAPSHOT_KEY)? {
+        let mut cached = lock(&self.mark);
+        if let Some(m) = *cached {
+            return Ok(m);
+        }
+        let m = match self.log.get(SNAPSHOT_KEY)? {
             Some(b) if b.len() == 16 => {
                 let mut i = [0u8; 8];
                 let mut t = [0u8; 8];
                 i.copy_from_slice(&b[..8]);
                 t.copy_from_slice(&b[8..]);
-                Ok((u64::from_le_bytes(i), u64::from_le_bytes(t)))
+                (u64::from_le_bytes(i), u64::from_le_bytes(t))
             }
-            Some(b) => Err(Error::Decode {
-                what: "snapshot mark",
-                detail: format!("{} bytes, 16 expected", b.len()),
-            }),
-            None => Ok((0, 0)),
+            Some(b) => {
+                return Err(Error::Decode {
+                    what: "snapshot mark",
+                    detail: format!("{} bytes, 16 expected", b.len()),
+                })
+            }
+            None => (0, 0),
+        };
+        *cached = Some(m);
+        Ok(m)
+    }
+
+    /// Commits a batch that changes the snapshot mark (to `mark`) and, through `cut`, the
+    /// cached tail; on failure the caches are dropped, to be read again from the log.
+    fn commit_marked(
+        &self,
+        b: WriteBatch,
+        mark: (u64, u64),
+        cut: impl FnOnce(&mut TailCache),
+    ) -> Result<(), Error> {
+        let r = self.log.commit(b);
+        let mut cache = lock(&self.cache);
+        let mut cached = lock(&self.mark);
+        if r.is_ok() {
+            cut(&mut cache);
+            *cached = Some(mark);
+        } else {
+            cache.clear();
+            *cached = None;
         }
+        Ok(r?)
     }
 
     /// Installs a snapshot whose data is already durable in the snapshot store: in one atomic
@@ -366,7 +491,7 @@ impl<L: BatchStore, S: SnapshotStore> RaftStorage<L, S> {
         b.set(SNAPSHOT_KEY, &mark)
             .set(CONF_STATE_KEY, &encode(meta.get_conf_state()))
             .set(HARD_STATE_KEY, &encode(&hs));
-        Ok(self.log.commit(b)?)
+        self.commit_marked(b, (meta.index, meta.term), TailCache::clear)
     }
 
     /// Records a snapshot taken locally (its data already durable in the store) and compacts
@@ -387,7 +512,13 @@ impl<L: BatchStore, S: SnapshotStore> RaftStorage<L, S> {
         let first = self.log.first_index()?;
         let upto = compact_to.min(snapshot_index).min(self.log.last_index()?);
         if first != 0 && upto >= first {
-            self.log.delete_range(first, upto)?;
+            let r = self.log.delete_range(first, upto);
+            let mut cache = lock(&self.cache);
+            match r {
+                Ok(()) => cache.drop_upto(upto),
+                Err(_) => cache.clear(),
+            }
+            r?;
         }
         Ok(())
     }
@@ -402,7 +533,7 @@ impl<L: BatchStore, S: SnapshotStore> RaftStorage<L, S> {
         mark.extend_from_slice(&term.to_le_bytes());
         let mut b = WriteBatch::new();
         b.set(SNAPSHOT_KEY, &mark).set(HARD_STATE_KEY, &encode(&hs));
-        Ok(self.log.commit(b)?)
+        self.commit_marked(b, (index, term), |_| {})
     }
 
     /// The snapshot a restarting node restores its state machine from, `None` if it has none:
@@ -462,6 +593,20 @@ impl<L: BatchStore, S: SnapshotStore> raft::Storage for RaftStorage<L, S> {
         max_size: impl Into<Option<u64>>,
         _context: GetEntriesContext,
     ) -> raft::Result<Vec<Entry>> {
+        let max = max_size.into();
+        {
+            let cache = lock(&self.cache);
+            if low < high && cache.get(low).is_some() && cache.get(high - 1).is_some() {
+                let from = (low - cache.first().unwrap_or(low)) as usize;
+                let mut v: Vec<Entry> = cache
+                    .entries
+                    .range(from..from + (high - low) as usize)
+                    .cloned()
+                    .collect();
+                raft::util::limit_size(&mut v, max);
+                return Ok(v);
+            }
+        }
         let first = self.first().map_err(store_err)?;
         if low < first {
             return Err(raft::Error::Store(StorageError::Compacted));
@@ -472,12 +617,17 @@ impl<L: BatchStore, S: SnapshotStore> raft::Storage for RaftStorage<L, S> {
         if low >= high {
             return Ok(Vec::new());
         }
-        let max = max_size.into().unwrap_or(u64::MAX);
-        let v = self.log.get_logs(low, high, max).map_err(store_err)?;
+        let v = self
+            .log
+            .get_logs(low, high, max.unwrap_or(u64::MAX))
+            .map_err(store_err)?;
         Ok(v.into_iter().map(to_raft_entry).collect())
     }
 
     fn term(&self, idx: u64) -> raft::Result<u64> {
+        if let Some(e) = lock(&self.cache).get(idx) {
+            return Ok(e.term);
+        }
         let (snap_index, snap_term) = self.snapshot_mark().map_err(store_err)?;
         if idx == snap_index {
             return Ok(snap_term);
@@ -538,5 +688,50 @@ impl<L: BatchStore, S: SnapshotStore> raft::Storage for RaftStorage<L, S> {
         meta.term = m.term;
         meta.set_conf_state(conf);
         Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ents(lo: u64, hi: u64, term: u64) -> Vec<Entry> {
+        (lo..=hi)
+            .map(|index| Entry {
+                index,
+                term,
+                data: vec![0; 10].into(),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    fn range(c: &TailCache) -> Option<(u64, u64)> {
+        Some((c.first()?, c.entries.back()?.index))
+    }
+
+    #[test]
+    fn tail_cache_follows_the_log() {
+        let mut c = TailCache::default();
+        c.put(&ents(5, 9, 1));
+        assert_eq!(range(&c), Some((5, 9)));
+        // A conflicting tail replaces what it overwrites.
+        c.put(&ents(8, 12, 2));
+        assert_eq!(range(&c), Some((5, 12)));
+        assert_eq!(c.get(7).map(|e| e.term), Some(1));
+        assert_eq!(c.get(8).map(|e| e.term), Some(2));
+        assert_eq!(c.bytes, 8 * 10);
+        // A gap (a snapshot install, say) starts over.
+        c.put(&ents(20, 21, 3));
+        assert_eq!(range(&c), Some((20, 21)));
+        assert!(c.get(12).is_none());
+        c.drop_upto(20);
+        assert_eq!(range(&c), Some((21, 21)));
+        // Bounded by count.
+        c.put(&ents(22, 22 + CACHE_ENTRIES as u64, 3));
+        assert_eq!(c.entries.len(), CACHE_ENTRIES);
+        assert_eq!(c.bytes, CACHE_ENTRIES * 10);
+        c.clear();
+        assert_eq!((range(&c), c.bytes), (None, 0));
     }
 }
