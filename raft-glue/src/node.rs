@@ -203,6 +203,34 @@ pub struct Applied {
     pub response: Vec<u8>,
 }
 
+/// A command proposed with [`Node::propose`], on its way to being committed and applied.
+#[derive(Debug)]
+pub struct Proposal(Receiver<Result<Applied>>);
+
+impl Proposal {
+    /// Waits for the outcome.
+    ///
+    /// # Errors
+    /// As [`Node::apply`]; [`Error::Timeout`] if it is not known in time (the command may
+    /// still commit).
+    pub fn wait(self, timeout: Duration) -> Result<Applied> {
+        match self.0.recv_timeout(timeout) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => Err(Error::Timeout),
+            Err(RecvTimeoutError::Disconnected) => Err(Error::Shutdown),
+        }
+    }
+
+    /// The outcome if it is known, `None` while the command is still in flight.
+    pub fn try_result(&self) -> Option<Result<Applied>> {
+        match self.0.try_recv() {
+            Ok(r) => Some(r),
+            Err(mpsc::TryRecvError::Empty) => None,
+            Err(mpsc::TryRecvError::Disconnected) => Some(Err(Error::Shutdown)),
+        }
+    }
+}
+
 /// What a node call can fail with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -552,6 +580,17 @@ impl Node {
     /// [`Error::NotLeader`] (with a hint) on a follower; [`Error::Timeout`];
     /// [`Error::LeadershipLost`]; [`Error::Dropped`]; [`Error::Shutdown`]; [`Error::Storage`].
     pub fn apply(&self, command: Vec<u8>, timeout: Duration) -> Result<Applied> {
+        self.propose(command)?.wait(timeout)
+    }
+
+    /// Replicates `command` without waiting: the returned [`Proposal`] gives the outcome
+    /// [`Node::apply`] would have, when it is known. Many proposals in flight from one thread
+    /// share rounds (and fsyncs) just as proposals from many threads do.
+    ///
+    /// # Errors
+    /// [`Error::Shutdown`] if the node has stopped; every other outcome comes through the
+    /// proposal.
+    pub fn propose(&self, command: Vec<u8>) -> Result<Proposal> {
         let (reply, rx) = mpsc::sync_channel(1);
         self.tx
             .send(Event::Propose {
@@ -559,11 +598,7 @@ impl Node {
                 reply,
             })
             .map_err(|_| Error::Shutdown)?;
-        match rx.recv_timeout(timeout) {
-            Ok(r) => r,
-            Err(RecvTimeoutError::Timeout) => Err(Error::Timeout),
-            Err(RecvTimeoutError::Disconnected) => Err(Error::Shutdown),
-        }
+        Ok(Proposal(rx))
     }
 
     /// The node's current status.

@@ -666,3 +666,32 @@ fn replace_a_node_by_snapshot_and_remove_the_leader() {
         "{seen:?}"
     );
 }
+
+/// `propose` does not wait: one thread keeps many commands in flight, and each proposal
+/// reports its own outcome, in log order.
+#[test]
+fn many_proposals_in_flight_from_one_thread() {
+    let c = Cluster::new();
+    let l = c.wait_leader(&[1, 2, 3]);
+    let node = &c.nodes[&l].0;
+    let inflight: Vec<_> = (0..200)
+        .map(|_| node.propose(b"add n 1".to_vec()).unwrap())
+        .collect();
+    let first = &inflight[0];
+    assert!(wait(|| first.try_result()).is_some_and(|r| r.is_ok()));
+    let mut last = 0;
+    for (i, p) in inflight.into_iter().enumerate().skip(1) {
+        let a = p.wait(Duration::from_secs(20)).unwrap();
+        assert!(a.index > last, "in log order");
+        assert_eq!(a.response, (i + 1).to_string().into_bytes());
+        last = a.index;
+    }
+    wait_counter(&c, "n", 200);
+    // A follower's proposal fails through the proposal, not the call.
+    let f = (1..=3).find(|&i| i != l).unwrap();
+    let p = c.nodes[&f].0.propose(b"add n 1".to_vec()).unwrap();
+    assert!(matches!(
+        p.wait(Duration::from_secs(5)),
+        Err(NodeError::NotLeader { .. })
+    ));
+}
