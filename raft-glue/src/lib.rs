@@ -28,6 +28,54 @@
 //! verified through its own store, then restored; Raft is told whether the send succeeded. A
 //! restart restores the latest snapshot, whose index is the applied index, then replays the log.
 
+//! A one-node cluster with a state machine that counts, a command applied, a snapshot taken:
+//!
+//! ```
+//! use std::io::Read;
+//! use std::time::Duration;
+//! use raftwal_glue::{Config, MemNetwork, Node, NodeError, RaftStorage, StateMachine, StateSnapshot};
+//! use raftwal_snapshot::FileSnapshotStore;
+//! use raftwal_wal::{Wal, WalOptions};
+//!
+//! struct Counter(u64);
+//!
+//! impl StateMachine for Counter {
+//!     fn apply(&mut self, _index: u64, _command: &[u8]) -> Vec<u8> {
+//!         self.0 += 1;
+//!         self.0.to_le_bytes().to_vec()
+//!     }
+//!     fn snapshot(&mut self) -> std::io::Result<Box<dyn StateSnapshot>> {
+//!         Ok(Box::new(self.0.to_le_bytes().to_vec())) // captured now, written on another thread
+//!     }
+//!     fn restore(&mut self, data: &mut dyn Read) -> std::io::Result<()> {
+//!         let mut b = [0u8; 8];
+//!         data.read_exact(&mut b)?;
+//!         self.0 = u64::from_le_bytes(b);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let storage = RaftStorage::new(
+//!     Wal::open(dir.path().join("wal"), WalOptions::default().segment_size(1 << 20)).unwrap(),
+//!     FileSnapshotStore::open(dir.path().join("snapshots"), 2).unwrap(),
+//! );
+//! let net = MemNetwork::new();
+//! let node = Node::start(Config::new(1, vec![1]), Counter(0), storage, net.transport(1)).unwrap();
+//! net.connect(1, node.mailbox());
+//! // The single voter elects itself after an election timeout.
+//! let applied = loop {
+//!     match node.apply(b"tick".to_vec(), Duration::from_secs(5)) {
+//!         Err(NodeError::NotLeader { .. }) => std::thread::sleep(Duration::from_millis(20)),
+//!         other => break other.unwrap(),
+//!     }
+//! };
+//! assert_eq!(applied.response, 1u64.to_le_bytes());
+//! let snapshot = node.snapshot(Duration::from_secs(5)).unwrap(); // durable, log compacted
+//! assert!(snapshot.index >= applied.index);
+//! node.shutdown();
+//! ```
+
 mod clock;
 mod node;
 mod snapshot;
