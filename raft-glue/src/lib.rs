@@ -85,8 +85,8 @@ mod transport;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use node::{
-    Applied, Config, Error as NodeError, Mailbox, Node, NodeEvent, Proposal, ReadPoint, ReadVia,
-    Role, StateMachine, Status,
+    Applied, Config, Error as NodeError, Mailbox, Membership, Node, NodeEvent, Proposal, ReadPoint,
+    ReadVia, Role, StateMachine, Status,
 };
 pub use snapshot::StateSnapshot;
 pub use tcp::{TcpServer, TcpTransport, MAX_FRAME, SNAPSHOT_CHUNK};

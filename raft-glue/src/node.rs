@@ -190,6 +190,9 @@ pub struct Status {
     pub voters: Vec<u64>,
     /// The configuration: learners.
     pub learners: Vec<u64>,
+    /// While a joint configuration is in force (after [`Node::change_membership`]), the
+    /// previous voters, whose quorum is also needed; empty otherwise.
+    pub voters_outgoing: Vec<u64>,
     /// On a leader: each peer's id and matched log index.
     pub progress: Vec<(u64, u64)>,
 }
@@ -201,6 +204,17 @@ pub struct Applied {
     pub index: u64,
     /// The state machine's response.
     pub response: Vec<u8>,
+}
+
+/// One change of [`Node::change_membership`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Membership {
+    /// Add a voter (or promote a learner).
+    AddVoter(u64),
+    /// Add a learner (or demote a voter).
+    AddLearner(u64),
+    /// Remove a voter or learner.
+    Remove(u64),
 }
 
 /// A command proposed with [`Node::propose`], on its way to being committed and applied.
@@ -277,6 +291,8 @@ pub enum NodeEvent {
         voters: Vec<u64>,
         /// Learners.
         learners: Vec<u64>,
+        /// In a joint configuration, the previous voters (empty otherwise).
+        voters_outgoing: Vec<u64>,
     },
 }
 
@@ -692,6 +708,34 @@ impl Node {
         let (reply, rx) = mpsc::sync_channel(1);
         self.call(Event::ConfChange { cc, reply }, &rx, timeout)
             .map(|a| a.index)
+    }
+
+    /// Applies several membership changes at once by joint consensus (Raft's C_old,new, with
+    /// `ConfChangeV2`): decisions need a quorum of the old voters and one of the new ones until
+    /// the leader moves the cluster out of the joint configuration, which it does on its own
+    /// once the change is applied. Returns once that has happened here, with the index of the
+    /// change. (A single change takes effect directly, without a joint phase.)
+    ///
+    /// # Errors
+    /// As [`Node::apply`]; [`Error::Timeout`] if the joint configuration is not left in time.
+    pub fn change_membership(&self, changes: &[Membership], timeout: Duration) -> Result<u64> {
+        let deadline = Instant::now() + timeout;
+        let changes = changes
+            .iter()
+            .map(|c| match *c {
+                Membership::AddVoter(id) => (ConfChangeType::AddNode, id),
+                Membership::AddLearner(id) => (ConfChangeType::AddLearnerNode, id),
+                Membership::Remove(id) => (ConfChangeType::RemoveNode, id),
+            })
+            .collect();
+        let index = self.conf_change(changes, timeout)?;
+        while !self.status().voters_outgoing.is_empty() {
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(index)
     }
 
     /// Adds a non-voting learner (connect it to the transport first).
@@ -1472,13 +1516,19 @@ where
         voters.sort_unstable();
         let mut learners = cs.learners.clone();
         learners.sort_unstable();
+        let mut outgoing = cs.voters_outgoing.clone();
+        outgoing.sort_unstable();
         let mut s = lock(&self.status);
-        if s.voters != voters || s.learners != learners {
+        if s.voters != voters || s.learners != learners || s.voters_outgoing != outgoing {
             s.voters.clone_from(&voters);
             s.learners.clone_from(&learners);
+            s.voters_outgoing.clone_from(&outgoing);
             drop(s);
-            self.subscribers
-                .publish(&NodeEvent::MembershipChanged { voters, learners });
+            self.subscribers.publish(&NodeEvent::MembershipChanged {
+                voters,
+                learners,
+                voters_outgoing: outgoing,
+            });
         }
     }
 

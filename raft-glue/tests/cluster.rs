@@ -695,3 +695,68 @@ fn many_proposals_in_flight_from_one_thread() {
         Err(NodeError::NotLeader { .. })
     ));
 }
+
+/// Two changes at once go through a joint configuration (old and new quorums both needed),
+/// which the leader leaves on its own; the new configuration survives a whole-cluster restart.
+#[test]
+fn joint_consensus_replaces_a_voter_in_one_change() {
+    let mut c = Cluster::new();
+    c.apply_anywhere("set before joint");
+    c.start_new(4);
+    let l = c.wait_leader(&[1, 2, 3]);
+    let out = (1..=3).find(|&i| i != l).unwrap();
+    let events = c.nodes[&l].0.subscribe();
+    c.nodes[&l]
+        .0
+        .change_membership(
+            &[
+                raftwal_glue::Membership::AddVoter(4),
+                raftwal_glue::Membership::Remove(out),
+            ],
+            Duration::from_secs(20),
+        )
+        .unwrap();
+    let s = c.nodes[&l].0.status();
+    let mut want_voters: Vec<u64> = [1, 2, 3, 4].into_iter().filter(|&i| i != out).collect();
+    want_voters.sort_unstable();
+    assert_eq!(s.voters, want_voters, "{s:?}");
+    assert!(
+        s.voters_outgoing.is_empty(),
+        "left the joint configuration: {s:?}"
+    );
+    // The leader went through the joint configuration ({old} and {new} both in force), then
+    // left it.
+    let seen: Vec<NodeEvent> = events.try_iter().collect();
+    let joint = seen.iter().position(|e| {
+        matches!(e, NodeEvent::MembershipChanged { voters, voters_outgoing, .. }
+            if *voters == want_voters && voters_outgoing.contains(&out))
+    });
+    let left = seen.iter().rposition(|e| {
+        matches!(e, NodeEvent::MembershipChanged { voters, voters_outgoing, .. }
+            if *voters == want_voters && voters_outgoing.is_empty())
+    });
+    assert!(joint.is_some() && left > joint, "{seen:?}");
+    c.crash(out);
+    c.apply_anywhere("set after joint");
+    let mut want = BTreeMap::new();
+    want.insert("before".to_string(), "joint".to_string());
+    want.insert("after".to_string(), "joint".to_string());
+    c.wait_converged(&want);
+    // Everyone restarts from disk with the new configuration.
+    let ids: Vec<u64> = c.nodes.keys().copied().collect();
+    for &id in &ids {
+        c.crash(id);
+    }
+    for &id in &ids {
+        let peers = if id == 4 { vec![] } else { vec![1, 2, 3] };
+        let n = start_with(&c.path(id), id, peers, &c.net, c.snap);
+        c.nodes.insert(id, n);
+    }
+    for &id in &ids {
+        let ok = wait(|| (c.nodes[&id].0.status().voters == want_voters).then_some(()));
+        assert!(ok.is_some(), "{:?}", c.nodes[&id].0.status());
+    }
+    c.apply_anywhere("set after restart");
+    want.insert("after".to_string(), "restart".to_string());
+    c.wait_converged(&want);
+}
