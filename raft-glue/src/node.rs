@@ -502,6 +502,7 @@ impl Node {
             transport: Arc::new(transport),
             events: tx.clone(),
             pending: HashMap::new(),
+            proposals: Vec::new(),
             next_proposal: 0,
             reads: HashMap::new(),
             read_waits: Vec::new(),
@@ -955,6 +956,8 @@ struct Core<L: BatchStore, S: SnapshotStore, M, T> {
     /// The node's own event queue (for its helper threads to report back).
     events: Sender<Event>,
     pending: HashMap<u64, Reply>,
+    /// Commands received this round, proposed together once the queue is drained.
+    proposals: Vec<(Vec<u8>, Reply)>,
     next_proposal: u64,
     /// Read-index requests sent to Raft, by request id, with when they were issued.
     reads: HashMap<u64, (ReadReply, Instant)>,
@@ -1014,6 +1017,7 @@ where
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => stop = Some(Error::Shutdown),
             }
+            self.flush_proposals();
             if let Some(e) = stop {
                 break e;
             }
@@ -1093,6 +1097,7 @@ where
             }
             Event::PersistFailed(e) => return Some(Error::Storage(e)),
             Event::Transfer { to } => {
+                self.flush_proposals();
                 self.lease_until = None; // no lease reads while leadership moves
                 self.node.transfer_leader(to);
             }
@@ -1117,6 +1122,7 @@ where
                 }
             }
             Event::ConfChange { cc, reply } => {
+                self.flush_proposals();
                 if self.node.raft.state != StateRole::Leader {
                     let _ = reply.send(Err(self.not_leader()));
                     return None;
@@ -1135,22 +1141,47 @@ where
             }
             Event::Propose { data, reply } => {
                 if self.node.raft.state != StateRole::Leader {
-                    let leader = self.node.raft.leader_id;
-                    let _ = reply.send(Err(Error::NotLeader {
-                        leader_hint: (leader != 0).then_some(leader),
-                    }));
+                    let _ = reply.send(Err(self.not_leader()));
                     return None;
                 }
-                self.next_proposal += 1;
-                let id = self.next_proposal;
-                if self.node.propose(id.to_le_bytes().to_vec(), data).is_err() {
-                    let _ = reply.send(Err(Error::Dropped));
-                } else {
-                    self.pending.insert(id, reply);
-                }
+                // Proposed together with every other one queued, after the queue is drained.
+                self.proposals.push((data, reply));
             }
         }
         None
+    }
+
+    /// Proposes every queued command in one `MsgPropose`: one append to each follower for
+    /// all of them (raft-rs sends one per proposal call otherwise).
+    fn flush_proposals(&mut self) {
+        let queued = std::mem::take(&mut self.proposals);
+        if queued.is_empty() {
+            return;
+        }
+        let mut replies = Vec::with_capacity(queued.len());
+        let entries: Vec<Entry> = queued
+            .into_iter()
+            .map(|(data, reply)| {
+                self.next_proposal += 1;
+                replies.push((self.next_proposal, reply));
+                Entry {
+                    data: data.into(),
+                    context: self.next_proposal.to_le_bytes().to_vec().into(),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgPropose);
+        m.from = self.node.raft.id;
+        m.set_entries(entries.into());
+        if self.node.raft.step(m).is_ok() {
+            self.pending.extend(replies);
+        } else {
+            for (_, reply) in replies {
+                let _ = reply.send(Err(Error::Dropped));
+            }
+        }
     }
 
     fn start_read(&mut self, reply: ReadReply) {
