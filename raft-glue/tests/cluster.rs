@@ -7,6 +7,8 @@
 
 #[path = "support/pairs.rs"]
 mod pairs;
+#[path = "support/stores.rs"]
+mod stores;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -85,13 +87,7 @@ fn start_with(
     net: &MemNetwork,
     (every, trailing): (u64, u64),
 ) -> (Node, Kv) {
-    let wal = Wal::open(
-        dir.join("wal"),
-        WalOptions::default().segment_size(256 << 10),
-    )
-    .unwrap();
-    let snapshots = FileSnapshotStore::open(dir.join("snapshots"), 2).unwrap();
-    let storage = RaftStorage::new(wal, snapshots);
+    let storage = stores::open(dir);
     let kv = Kv::default();
     let cfg = Config {
         tick: Duration::from_millis(10),

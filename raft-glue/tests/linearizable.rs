@@ -9,15 +9,15 @@
 mod lin;
 #[path = "support/pairs.rs"]
 mod pairs;
+#[path = "support/stores.rs"]
+mod stores;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use raftwal_glue::{Config, MemNetwork, Node, NodeError, RaftStorage, Role, StateMachine};
-use raftwal_snapshot::FileSnapshotStore;
-use raftwal_wal::{Wal, WalOptions};
+use raftwal_glue::{Config, MemNetwork, Node, NodeError, Role, StateMachine};
 
 #[derive(Clone, Default)]
 struct Kv(Arc<Mutex<BTreeMap<u64, u64>>>);
@@ -68,14 +68,7 @@ impl Cluster {
     }
 
     fn start(&self, id: u64) {
-        let dir = self.path(id);
-        let wal = Wal::open(
-            dir.join("wal"),
-            WalOptions::default().segment_size(256 << 10),
-        )
-        .unwrap();
-        let snapshots = FileSnapshotStore::open(dir.join("snapshots"), 2).unwrap();
-        let storage = RaftStorage::new(wal, snapshots);
+        let storage = stores::open(&self.path(id));
         let kv = Kv::default();
         // Frequent snapshots and short trailing logs: restarted and partitioned nodes catch up
         // by snapshot, so installs are part of the checked history.

@@ -5,6 +5,8 @@
 
 #[path = "support/pairs.rs"]
 mod pairs;
+#[path = "support/stores.rs"]
+mod stores;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -12,11 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use raft::eraftpb::{Message, MessageType};
-use raftwal_glue::{
-    Config, Node, RaftStorage, Role, StateMachine, TcpServer, TcpTransport, Transport,
-};
+use raftwal_glue::{Config, Node, Role, StateMachine, TcpServer, TcpTransport, Transport};
 use raftwal_snapshot::{FileSnapshotStore, SnapshotMeta, SnapshotStore};
-use raftwal_wal::{Wal, WalOptions};
 
 const CLUSTER: u64 = 0xC1u64;
 
@@ -57,13 +56,7 @@ fn try_start(
     addrs: &HashMap<u64, SocketAddr>,
 ) -> std::io::Result<Member> {
     let listener = TcpServer::bind(addrs[&id])?;
-    let wal = Wal::open(
-        dir.join("wal"),
-        WalOptions::default().segment_size(256 << 10),
-    )
-    .unwrap();
-    let snapshots = FileSnapshotStore::open(dir.join("snapshots"), 2).unwrap();
-    let storage = RaftStorage::new(wal, snapshots);
+    let storage = stores::open(dir);
     let log = Log::default();
     let cfg = Config {
         tick: Duration::from_millis(10),
