@@ -430,10 +430,15 @@ fn power_loss_of_the_whole_cluster_keeps_every_acknowledged_write() {
                 .vfs(Arc::new(vfs.process())),
         )
         .unwrap();
-        let storage = RaftStorage::new(wal, raftwal_snapshot::MemSnapshotStore::new(1).unwrap());
+        let snapshots =
+            FileSnapshotStore::open_with(format!("/c/s{id}"), 2, Arc::new(vfs.process())).unwrap();
+        let storage = RaftStorage::new(wal, snapshots);
         let kv = Kv::default();
+        // Snapshots and compaction are under way when the power goes out.
         let cfg = Config {
             tick: Duration::from_millis(10),
+            snapshot_threshold: 7,
+            trailing_entries: 2,
             ..Config::new(id, vec![1, 2, 3])
         };
         let node = Node::start(cfg, kv.clone(), storage, net.transport(id)).unwrap();
@@ -481,6 +486,13 @@ fn power_loss_of_the_whole_cluster_keeps_every_acknowledged_write() {
             .then_some(())
     });
     assert!(ok.is_some(), "acknowledged writes lost in a power cut");
+    for (id, (n, _)) in &nodes {
+        let s = n.status();
+        assert!(
+            s.snapshot_index > 0,
+            "node {id} restored no snapshot: {s:?}"
+        );
+    }
 }
 
 #[test]
