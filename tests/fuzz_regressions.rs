@@ -67,6 +67,12 @@ fn generated_inputs() {
             scenarios::wal_open_bytes(&data);
             scenarios::wal_crash(&data);
             scenarios::snapshot_crash(&data);
+            scenarios::raft_storage_crash(&data);
         }
     }
+}
+
+#[test]
+fn raft_storage_crash_inputs() {
+    replay("raft_storage_crash", scenarios::raft_storage_crash);
 }

@@ -456,3 +456,189 @@ pub fn snapshot_crash(data: &[u8]) {
         assert!(!n.ends_with(".tmp") && !n.ends_with(".del"), "leftover {n}");
     }
 }
+
+/// Target 4: a Raft node's log life through `RaftStorage` — rounds that overwrite a
+/// conflicting tail, snapshots followed by compaction (keeping trailing entries), a leader's
+/// snapshot installed, restarts — with a power cut (or a failed fsync) somewhere in it. After
+/// recovery there is a snapshot to restore whenever one was acknowledged, never older than the
+/// last acknowledged one, its data verifies and the commit covers it; every acknowledged entry
+/// after it is in the log with its term.
+pub fn raft_storage_crash(data: &[u8]) {
+    use raftwal_glue::raft::eraftpb::{ConfState, Entry, HardState, SnapshotMetadata};
+    use raftwal_glue::raft::Storage as _;
+    use raftwal_glue::RaftStorage;
+    use std::collections::BTreeMap;
+    use std::io::Read;
+
+    type Store = RaftStorage<Wal, FileSnapshotStore>;
+    let mut inp = Input::new(data);
+    let policy = match inp.u8() % 3 {
+        0 => CrashPolicy::DropAll,
+        1 => CrashPolicy::KeepAll,
+        _ => CrashPolicy::Random(u64::from(inp.u32())),
+    };
+    let faults = match inp.u8() % 3 {
+        0 => SimFaults {
+            fail_sync_at: Some(u64::from(inp.u8() % 40) + 1),
+            ..Default::default()
+        },
+        _ => SimFaults {
+            crash_at_op: Some(u64::from(inp.u16() % 300) + 1),
+            ..Default::default()
+        },
+    };
+    let vfs = SimVfs::new(11);
+    let open = |vfs: &SimVfs| -> Result<Store, String> {
+        let v: Arc<dyn Vfs> = Arc::new(vfs.process());
+        let wal = Wal::open(
+            "/fz/raft/wal",
+            WalOptions::default()
+                .segment_size(4096)
+                .background_prepare(false)
+                .vfs(v.clone()),
+        )
+        .map_err(|e| e.to_string())?;
+        let snaps =
+            FileSnapshotStore::open_with("/fz/raft/snap", 2, v).map_err(|e| e.to_string())?;
+        Ok(RaftStorage::new(wal, snaps))
+    };
+    let raft_entry = |index: u64, term: u64| Entry {
+        index,
+        term,
+        data: format!("e{index}t{term}").into_bytes().into(),
+        ..Default::default()
+    };
+    let snapshot = |s: &Store, index: u64, term: u64| -> Result<(), String> {
+        let conf = raftwal_glue::encode_conf_state(&ConfState {
+            voters: vec![1],
+            ..Default::default()
+        });
+        let mut sink = s
+            .snapshots()
+            .create(index, term, &conf, 1)
+            .map_err(|e| e.to_string())?;
+        sink.write_all(format!("state at {index}").as_bytes())
+            .map_err(|e| e.to_string())?;
+        sink.commit().map(drop).map_err(|e| e.to_string())
+    };
+
+    vfs.set_faults(faults);
+    // What was acknowledged: entries (index → term) and the snapshot mark; and what the
+    // operation that failed would have made of it (it may or may not have taken effect).
+    type State = (BTreeMap<u64, u64>, (u64, u64));
+    let mut acked: State = (BTreeMap::new(), (0, 0));
+    let mut in_flight: Option<State> = None;
+    let mut term = 1u64;
+    let mut s = open(&vfs).ok();
+    let mut steps = 0;
+    while let Some(store) = s.as_ref() {
+        if inp.is_empty() || steps >= 60 {
+            break;
+        }
+        steps += 1;
+        let (log, mark) = &acked;
+        let first = log.keys().next().copied().unwrap_or(mark.0 + 1);
+        let last = log.keys().next_back().copied().unwrap_or(mark.0);
+        let mut after = acked.clone();
+        let r = match inp.u8() % 8 {
+            0..=3 => {
+                term += u64::from(inp.u8() % 4 == 0);
+                let back = u64::from(inp.u8() % 4);
+                let n = u64::from(inp.u8() % 12) + 1;
+                let lo = (last + 1).saturating_sub(back).max(first).max(mark.0 + 1);
+                let entries: Vec<Entry> = (lo..lo + n).map(|i| raft_entry(i, term)).collect();
+                after.0.retain(|i, _| *i < lo);
+                after.0.extend(entries.iter().map(|e| (e.index, e.term)));
+                let hs = HardState {
+                    term,
+                    commit: mark.0,
+                    ..Default::default()
+                };
+                store.append(&entries, Some(&hs)).map_err(|e| e.to_string())
+            }
+            4 | 5 => {
+                let at = last.saturating_sub(u64::from(inp.u8() % 8));
+                let upto = at.saturating_sub(u64::from(inp.u8() % 6));
+                match log.get(&at).copied() {
+                    Some(t) if at > mark.0 => {
+                        after.0.retain(|i, _| *i > upto);
+                        after.1 = (at, t);
+                        snapshot(store, at, t)
+                            .and_then(|()| store.compact(at, t, upto).map_err(|e| e.to_string()))
+                    }
+                    _ => Ok(()),
+                }
+            }
+            6 => {
+                term += 1;
+                let index = last + 1 + u64::from(inp.u8() % 4);
+                after = (BTreeMap::new(), (index, term));
+                snapshot(store, index, term).and_then(|()| {
+                    let mut meta = SnapshotMetadata {
+                        index,
+                        term,
+                        ..Default::default()
+                    };
+                    meta.mut_conf_state().voters = vec![1];
+                    store.apply_snapshot(&meta).map_err(|e| e.to_string())
+                })
+            }
+            _ => {
+                drop(s.take()); // the WAL is locked while open
+                s = open(&vfs).ok();
+                if s.is_some() {
+                    continue;
+                }
+                Err("reopen failed".into())
+            }
+        };
+        match r {
+            Ok(()) => acked = after,
+            Err(_) => {
+                in_flight = Some(after);
+                break;
+            }
+        }
+    }
+    drop(s);
+    vfs.crash(policy);
+    let s = open(&vfs).unwrap_or_else(|e| panic!("reopen after the crash: {e}"));
+    let snap = s
+        .recover_snapshot()
+        .unwrap_or_else(|e| panic!("recovering the snapshot: {e}"));
+    if let Some(m) = &snap {
+        let (_, mut r) = s.snapshots().open(&m.id).unwrap();
+        let mut text = String::new();
+        r.read_to_string(&mut text)
+            .unwrap_or_else(|e| panic!("snapshot {} data: {e}", m.id));
+        assert_eq!(text, format!("state at {}", m.index));
+        assert!(
+            s.hard_state().unwrap().commit >= m.index,
+            "commit below {m:?}"
+        );
+    }
+    // The recovered log must hold the acknowledged state, or that state with the failed
+    // operation applied.
+    let holds = |(log, mark): &State| -> Result<(), String> {
+        let base = match &snap {
+            Some(m) if (m.index, m.term) >= *mark => m.index,
+            Some(m) => return Err(format!("restored {m:?}, older than the mark {mark:?}")),
+            None if *mark == (0, 0) => 0,
+            None => return Err(format!("the snapshot at {mark:?} is gone")),
+        };
+        for (&i, &t) in log.range(base + 1..) {
+            match s.term(i) {
+                Ok(got) if got == t => {}
+                other => return Err(format!("entry {i} (term {t}): {other:?}")),
+            }
+        }
+        Ok(())
+    };
+    if let Err(e) = holds(&acked) {
+        let alt = in_flight.as_ref().map(|st| holds(st));
+        assert!(
+            matches!(alt, Some(Ok(()))),
+            "acknowledged state lost: {e}; with the failed operation applied: {alt:?}"
+        );
+    }
+}
