@@ -542,7 +542,7 @@ pub fn raft_storage_crash(data: &[u8]) {
         let mut after = acked.clone();
         let r = match inp.u8() % 8 {
             0..=3 => {
-                term += u64::from(inp.u8() % 4 == 0);
+                term += u64::from(inp.u8().is_multiple_of(4));
                 let back = u64::from(inp.u8() % 4);
                 let n = u64::from(inp.u8() % 12) + 1;
                 let lo = (last + 1).saturating_sub(back).max(first).max(mark.0 + 1);
@@ -635,7 +635,7 @@ pub fn raft_storage_crash(data: &[u8]) {
         Ok(())
     };
     if let Err(e) = holds(&acked) {
-        let alt = in_flight.as_ref().map(|st| holds(st));
+        let alt = in_flight.as_ref().map(holds);
         assert!(
             matches!(alt, Some(Ok(()))),
             "acknowledged state lost: {e}; with the failed operation applied: {alt:?}"
