@@ -220,6 +220,17 @@ fn start_next(opts: &WalOptions, dir: &Path, seq: u64, free: &mut Vec<PathBuf>) 
     .map_or(Next::None, Next::Pending)
 }
 
+/// Whether to start preparing the next segment: at once if a retired file can be recycled (a
+/// rename), otherwise once the active segment is an eighth full. Not at once: a new file is a
+/// whole segment of zeros to write and flush, which would compete with the appends of a
+/// segment just started (a fresh log's first seconds, or right after every rotation); from an
+/// eighth on, seven eighths of a segment's time remain to prepare it, and compaction meanwhile
+/// may retire a file to recycle instead.
+fn prepare_due(offset: u64, capacity: u64, free: &[PathBuf]) -> bool {
+    let used = offset.saturating_sub(SEGMENT_HEADER_LEN);
+    !free.is_empty() || used >= capacity.saturating_sub(SEGMENT_HEADER_LEN) / 8
+}
+
 /// Where the next segment comes from: a retired file if one is kept, else a new one.
 fn next_source(free: &mut Vec<PathBuf>, opts: &WalOptions) -> Source {
     match free.pop() {
@@ -273,7 +284,10 @@ impl Wal {
         let mut free = r.free;
         let next = match r.prepared {
             Some(p) => Next::Ready(p),
-            None => start_next(&opts, &dir, r.manifest.next_seq, &mut free),
+            None if prepare_due(r.write_offset, r.capacity, &free) => {
+                start_next(&opts, &dir, r.manifest.next_seq, &mut free)
+            }
+            None => Next::None,
         };
         let writer = Writer {
             file: r.tail_file,
@@ -415,6 +429,10 @@ impl Wal {
         w.offset += len;
         w.written += 1;
         self.written.store(w.written, Ordering::Release);
+        if matches!(w.next, Next::None) && prepare_due(w.offset, w.capacity, &w.free) {
+            let seq = w.base.next_seq;
+            w.next = start_next(&self.opts, &self.dir, seq, &mut w.free);
+        }
         let ticket = Ticket(w.written);
         {
             let mut st = self.write_state();
@@ -572,7 +590,9 @@ impl Wal {
             .store(SEGMENT_HEADER_LEN, Ordering::Release);
         self.durable_seg.store(w.seq, Ordering::Release);
         self.remove_segments(w, &dead);
-        w.next = start_next(&self.opts, &self.dir, w.base.next_seq, &mut w.free);
+        if prepare_due(w.offset, w.capacity, &w.free) {
+            w.next = start_next(&self.opts, &self.dir, w.base.next_seq, &mut w.free);
+        }
         self.stats.rotations.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

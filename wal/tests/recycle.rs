@@ -111,3 +111,71 @@ fn a_torn_write_into_a_recycled_segment_recovers() {
         assert_eq!(wal.last_index().unwrap(), last + 1, "seed {seed}");
     }
 }
+
+/// Waits (a little) for a background preparation to create segment `seq`.
+fn segment_appears(h: &SimHarness, seq: u64) -> bool {
+    let name = raftwal_wal::format::segment_name(seq);
+    for _ in 0..500 {
+        if h.vfs.kind(&Path::new("/db/wal").join(&name)).unwrap().is_some() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    false
+}
+
+/// The next segment is not zero-filled the moment a segment starts (that would compete with
+/// its first appends): only once an eighth of it is used, or at once when a retired file can be
+/// recycled instead — and then it is that file, with nothing to write.
+#[test]
+fn the_next_segment_is_prepared_once_an_eighth_is_used_or_a_retired_file_is_free() {
+    let mut h = SimHarness::new(5, 64 << 10);
+    let wal = h.open();
+    let mut next = 1u64;
+    // A few small appends: far below an eighth of the segment.
+    for _ in 0..4 {
+        wal.store_logs(&entries(next, next + 1, 1, 100)).unwrap();
+        next += 1;
+    }
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(!segment_appears_now(&h, 2), "prepared while the segment had just started");
+    // Past an eighth (8 KiB of 64 KiB): the preparation starts.
+    while next < 100 {
+        wal.store_logs(&entries(next, next + 1, 1, 100)).unwrap();
+        next += 1;
+    }
+    assert!(segment_appears(&h, 2), "not prepared past an eighth of the segment");
+    // Fill a few segments, then compact: the retired files go to the pool.
+    while wal.stats().rotations < 4 {
+        wal.store_logs(&entries(next, next + 8, 1, 1000)).unwrap();
+        next += 8;
+    }
+    wal.delete_range(1, next - 10).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let pooled = files(&h, ".free");
+    assert!(pooled > 0, "compaction retired nothing");
+    // The next rotation starts preparing its successor at once, from the pool (an empty new
+    // segment is far below an eighth, so only a retired file makes it due).
+    let r0 = wal.stats().rotations;
+    while wal.stats().rotations == r0 {
+        wal.store_logs(&entries(next, next + 1, 1, 1000)).unwrap();
+        next += 1;
+    }
+    let mut taken = false;
+    for _ in 0..500 {
+        taken = files(&h, ".free") < pooled;
+        if taken {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert!(taken, "the pool was not used right after the rotation");
+}
+
+fn segment_appears_now(h: &SimHarness, seq: u64) -> bool {
+    let name = raftwal_wal::format::segment_name(seq);
+    h.vfs
+        .kind(&Path::new("/db/wal").join(name))
+        .unwrap()
+        .is_some()
+}
