@@ -50,7 +50,9 @@ pub struct WalOptions {
     /// it needs no zero-filling and costs no I/O to prepare; its old frames carry an old epoch
     /// in their checksums and can never be mistaken for new ones.
     pub recycle_segments: usize,
-    /// Prepare the next segment in a background thread (default `true`). `false` prepares it
+    /// Prepare the next segment in a background thread (default `true`), started once the
+    /// active segment is an eighth full, or at once when a retired file can be recycled.
+    /// `false` prepares it
     /// on the writer's thread at rotation, which stalls that write; deterministic simulation
     /// tests use it so that every file operation happens in a reproducible order.
     pub background_prepare: bool,
