@@ -85,13 +85,17 @@ pub fn inspect(dir: &Path, snapshots: Option<&Path>, out: &mut dyn Write) -> Res
     for (k, v) in &stable {
         let num = <[u8; 8]>::try_from(v.as_slice())
             .map(u64::from_le_bytes)
-            .ok();
+            .ok()
+            .map(|n| format!(" (u64 {n})"));
         writeln!(
             out,
             "  {} = {}{}",
             show_bytes(k, 64),
             show_bytes(v, 64),
-            num.map_or(String::new(), |n| format!(" (u64 {n})"))
+            raftwal_glue::describe_stable_key(k, v)
+                .map(|d| format!(" ({d})"))
+                .or(num)
+                .unwrap_or_default()
         )?;
     }
     let rep = wal.recovery_report();

@@ -327,3 +327,28 @@ fn quick_bench_reports_every_figure_as_json() {
         vec![std::ffi::OsString::from("bench.json"), "bench.svg".into()]
     );
 }
+
+/// `inspect` decodes the Raft glue's stable keys: hard state, configuration, snapshot mark.
+#[test]
+fn inspect_decodes_the_raft_state() {
+    use raftwal::glue::raft::eraftpb::ConfState;
+    use raftwal::glue::RaftStorage;
+    use raftwal::snapshot::MemSnapshotStore;
+    let d = tempfile::tempdir().unwrap();
+    {
+        let wal = Wal::open(d.path(), WalOptions::default().segment_size(1 << 20)).unwrap();
+        let s = RaftStorage::new(wal, MemSnapshotStore::new(1).unwrap());
+        s.initialize(&ConfState {
+            voters: vec![1, 2, 3],
+            ..Default::default()
+        })
+        .unwrap();
+        s.compact(2, 1, 1).unwrap();
+    }
+    let o = raftwal(&["inspect", d.path().to_str().unwrap()]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("(voters [1, 2, 3], learners [])"), "{out}");
+    assert!(out.contains("(term 1, vote 0, commit 3)"), "{out}");
+    assert!(out.contains("(snapshot at index 2, term 1)"), "{out}");
+}

@@ -93,8 +93,8 @@ pub use tcp::{TcpServer, TcpTransport, MAX_FRAME, SNAPSHOT_CHUNK};
 pub use transport::{MemNetwork, MemTransport, NetFaults, NetStats, Transport};
 
 pub use storage::{
-    encode_conf_state, to_log_entry, to_raft_entry, Error, RaftStorage, CONF_STATE_KEY,
-    HARD_STATE_KEY, SNAPSHOT_KEY,
+    describe_stable_key, encode_conf_state, to_log_entry, to_raft_entry, Error, RaftStorage,
+    CONF_STATE_KEY, HARD_STATE_KEY, SNAPSHOT_KEY,
 };
 
 /// raft-rs, re-exported so applications use the same version.

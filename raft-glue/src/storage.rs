@@ -186,6 +186,41 @@ fn encode(m: &impl protobuf::Message) -> Vec<u8> {
     m.write_to_bytes().unwrap_or_default()
 }
 
+/// Describes one of the adapter's stable keys for people (the `raftwal inspect` tool): the hard
+/// state, the configuration, the snapshot mark. `None` for any other key, or a value that does
+/// not decode.
+///
+/// ```
+/// use raftwal_glue::{describe_stable_key, SNAPSHOT_KEY};
+/// let mut mark = 42u64.to_le_bytes().to_vec();
+/// mark.extend_from_slice(&3u64.to_le_bytes());
+/// assert_eq!(describe_stable_key(SNAPSHOT_KEY, &mark).unwrap(), "snapshot at index 42, term 3");
+/// ```
+pub fn describe_stable_key(key: &[u8], value: &[u8]) -> Option<String> {
+    if key == HARD_STATE_KEY {
+        let hs: HardState = decode("HardState", value).ok()?;
+        return Some(format!(
+            "term {}, vote {}, commit {}",
+            hs.term, hs.vote, hs.commit
+        ));
+    }
+    if key == CONF_STATE_KEY {
+        let cs: ConfState = decode("ConfState", value).ok()?;
+        let mut s = format!("voters {:?}, learners {:?}", cs.voters, cs.learners);
+        if !cs.voters_outgoing.is_empty() {
+            s += &format!(", outgoing voters {:?}", cs.voters_outgoing);
+        }
+        return Some(s);
+    }
+    if key == SNAPSHOT_KEY {
+        let (i, t) = (value.get(..8)?, value.get(8..16)?);
+        let index = u64::from_le_bytes(i.try_into().ok()?);
+        let term = u64::from_le_bytes(t.try_into().ok()?);
+        return Some(format!("snapshot at index {index}, term {term}"));
+    }
+    None
+}
+
 /// Encodes a `ConfState` for [`SnapshotStore::create`]'s `configuration`.
 pub fn encode_conf_state(cs: &ConfState) -> Vec<u8> {
     encode(cs)

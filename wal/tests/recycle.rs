@@ -116,7 +116,11 @@ fn a_torn_write_into_a_recycled_segment_recovers() {
 fn segment_appears(h: &SimHarness, seq: u64) -> bool {
     let name = raftwal_wal::format::segment_name(seq);
     for _ in 0..500 {
-        if h.vfs.kind(&Path::new("/db/wal").join(&name)).unwrap().is_some() {
+        if h.vfs
+            .kind(&Path::new("/db/wal").join(&name))
+            .unwrap()
+            .is_some()
+        {
             return true;
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
@@ -138,13 +142,19 @@ fn the_next_segment_is_prepared_once_an_eighth_is_used_or_a_retired_file_is_free
         next += 1;
     }
     std::thread::sleep(std::time::Duration::from_millis(50));
-    assert!(!segment_appears_now(&h, 2), "prepared while the segment had just started");
+    assert!(
+        !segment_appears_now(&h, 2),
+        "prepared while the segment had just started"
+    );
     // Past an eighth (8 KiB of 64 KiB): the preparation starts.
     while next < 100 {
         wal.store_logs(&entries(next, next + 1, 1, 100)).unwrap();
         next += 1;
     }
-    assert!(segment_appears(&h, 2), "not prepared past an eighth of the segment");
+    assert!(
+        segment_appears(&h, 2),
+        "not prepared past an eighth of the segment"
+    );
     // Fill a few segments, then compact: the retired files go to the pool.
     while wal.stats().rotations < 4 {
         wal.store_logs(&entries(next, next + 8, 1, 1000)).unwrap();
