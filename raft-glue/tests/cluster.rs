@@ -71,10 +71,11 @@ impl StateMachine for Kv {
     }
 }
 
+/// Fields drop in order: the nodes stop before their directory is removed.
 struct Cluster {
-    dir: tempfile::TempDir,
-    net: MemNetwork,
     nodes: BTreeMap<u64, (Node, Kv)>,
+    net: MemNetwork,
+    dir: tempfile::TempDir,
     /// (snapshot every, trailing entries).
     snap: (u64, u64),
 }
