@@ -7,12 +7,14 @@
 //!   makes (a round's entries and hard state in one atomic batch, snapshot install, compaction).
 //!   Applications that already drive a raft-rs `RawNode` can swap it in; see its example.
 //! - [`Node`]: a `RawNode` on its own thread. `apply` a command and get the state machine's
-//!   response once it is committed and applied; `barrier`, `read_index`, `lease_read` (local
-//!   under a leader lease on a [`Clock`], else read-index, and it says which), `verify_leader`,
-//!   `add_learner`, `add_voter` (learner first, promoted once caught up), `remove_server`,
-//!   `transfer_leadership`, `status`, `shutdown`; specific errors ([`NodeError`]).
-//! - Transports: [`MemNetwork`] (one process, with partitions and seedable loss, duplication
-//!   and reordering) and [`TcpTransport`] with
+//!   response once it is committed and applied (or `propose` it and hold a [`Proposal`]);
+//!   `barrier`, `read_index`, `lease_read` (local under a leader lease on a [`Clock`], else
+//!   read-index, and it says which), `verify_leader`, `snapshot`, `add_learner`, `add_voter`
+//!   (learner first, promoted once caught up), `remove_server`, `change_membership` (joint
+//!   consensus), `transfer_leadership`, `status`, `subscribe` ([`NodeEvent`]s), `shutdown`;
+//!   specific errors ([`NodeError`]).
+//! - Transports: [`MemNetwork`] (one process, with partitions and seedable loss, delay,
+//!   duplication and reordering, and broken snapshot streams) and [`TcpTransport`] with
 //!   [`TcpServer`] (length-prefixed frames with a maximum size, cluster-id handshake, reconnect
 //!   with backoff). `examples/kv` is a replicated key-value server over TCP.
 //!
