@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use raftwal::bench::closed_loop;
 use raftwal::bench::raw::{files_in, read_files, RawFile};
 use raftwal::wal::{LogEntry, LogStore, SyncMode, Wal, WalOptions, WriteBatch};
 
@@ -59,35 +60,19 @@ fn concurrent(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     for threads in [1usize, 2, 4, 8] {
         let dir = tempfile::tempdir().unwrap();
-        let w = Arc::new(wal(dir.path()));
-        let next = Arc::new(Mutex::new(1u64));
+        let w = wal(dir.path());
+        let next = Mutex::new(1u64);
+        let append = || {
+            // The shared lock covers only `write`; the wait is outside it.
+            let t = {
+                let mut n = next.lock().unwrap();
+                w.write(WriteBatch::from_entries(batch(&mut n, 1, 256)))
+                    .unwrap()
+            };
+            w.wait_durable(t).unwrap();
+        };
         g.bench_function(BenchmarkId::new("appenders", threads), |b| {
-            b.iter_custom(|iters| {
-                let per = iters.div_ceil(threads as u64);
-                let start = Instant::now();
-                let hs: Vec<_> = (0..threads)
-                    .map(|_| {
-                        let (w, next) = (w.clone(), next.clone());
-                        std::thread::spawn(move || {
-                            for _ in 0..per {
-                                // The shared lock covers only `write`; the wait is outside it.
-                                let t = {
-                                    let mut n = next.lock().unwrap();
-                                    w.write(WriteBatch::from_entries(batch(&mut n, 1, 256)))
-                                        .unwrap()
-                                };
-                                w.wait_durable(t).unwrap();
-                            }
-                        })
-                    })
-                    .collect();
-                for h in hs {
-                    h.join().unwrap();
-                }
-                start
-                    .elapsed()
-                    .mul_f64(iters as f64 / (per * threads as u64) as f64)
-            })
+            b.iter_custom(|iters| closed_loop(threads, iters, &append))
         });
     }
     // The pipelined single writer: `write` without waiting; a second thread waits.

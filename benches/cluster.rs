@@ -6,37 +6,14 @@
 //! `cargo bench --bench cluster` runs it; under `cargo test` each routine runs once.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use raftwal::bench::cluster;
+use raftwal::bench::{closed_loop, cluster};
 use raftwal::wal::{LogEntry, Wal, WalOptions, WriteBatch};
 
 const SIZE: usize = 256;
-
-/// Runs `iters` operations spread over `clients` threads, each calling `op` in a closed loop;
-/// returns the time scaled to exactly `iters` operations.
-fn closed_loop(clients: usize, iters: u64, op: Arc<dyn Fn() + Send + Sync>) -> Duration {
-    let per = iters.div_ceil(clients as u64);
-    let start = Instant::now();
-    let hs: Vec<_> = (0..clients)
-        .map(|_| {
-            let op = op.clone();
-            std::thread::spawn(move || {
-                for _ in 0..per {
-                    op();
-                }
-            })
-        })
-        .collect();
-    for h in hs {
-        h.join().unwrap();
-    }
-    start
-        .elapsed()
-        .mul_f64(iters as f64 / (per * clients as u64) as f64)
-}
 
 fn bench(c: &mut Criterion) {
     let full = std::env::args().any(|a| a == "--bench");
@@ -47,9 +24,9 @@ fn bench(c: &mut Criterion) {
 
     // The reference: one WAL, 64 appenders sharing fsyncs (a lock around `write` only).
     let dir = tempfile::tempdir().unwrap();
-    let wal = Arc::new(Wal::open(dir.path().join("wal"), WalOptions::default()).unwrap());
-    let next = Arc::new(Mutex::new(1u64));
-    let append: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+    let wal = Wal::open(dir.path().join("wal"), WalOptions::default()).unwrap();
+    let next = Mutex::new(1u64);
+    let append = || {
         let t = {
             let mut n = next.lock().unwrap();
             let e = LogEntry::new(*n, 1, vec![7; SIZE]);
@@ -57,9 +34,9 @@ fn bench(c: &mut Criterion) {
             wal.write(WriteBatch::from_entries(vec![e])).unwrap()
         };
         wal.wait_durable(t).unwrap();
-    });
+    };
     g.bench_function(BenchmarkId::new("one_wal_appenders", 64), |b| {
-        b.iter_custom(|iters| closed_loop(64, iters, append.clone()))
+        b.iter_custom(|iters| closed_loop(64, iters, &append))
     });
 
     for batch in [true, false] {
@@ -67,14 +44,14 @@ fn bench(c: &mut Criterion) {
         let root = tempfile::tempdir().unwrap();
         let cl = cluster::start(root.path(), batch).unwrap();
         let leader = cluster::leader(&cl).unwrap();
-        let apply: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+        let apply = || {
             leader
                 .apply(vec![7; SIZE], Duration::from_secs(30))
                 .unwrap();
-        });
+        };
         for clients in [1usize, 64] {
             g.bench_function(BenchmarkId::new(name, clients), |b| {
-                b.iter_custom(|iters| closed_loop(clients, iters, apply.clone()))
+                b.iter_custom(|iters| closed_loop(clients, iters, &apply))
             });
         }
     }

@@ -730,13 +730,26 @@ impl Node {
             })
             .collect();
         let index = self.conf_change(changes, timeout)?;
-        while !self.status().voters_outgoing.is_empty() {
+        self.poll_status(deadline, |s| {
+            s.voters_outgoing.is_empty().then_some(Ok(index))
+        })
+    }
+
+    /// Polls this node's status until `outcome` gives one, or `deadline` passes.
+    fn poll_status<R>(
+        &self,
+        deadline: Instant,
+        mut outcome: impl FnMut(&Status) -> Option<Result<R>>,
+    ) -> Result<R> {
+        loop {
+            if let Some(r) = outcome(&self.status()) {
+                return r;
+            }
             if Instant::now() >= deadline {
                 return Err(Error::Timeout);
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        Ok(index)
     }
 
     /// Adds a non-voting learner (connect it to the transport first).
@@ -758,22 +771,15 @@ impl Node {
         if !self.status().learners.contains(&id) && !self.status().voters.contains(&id) {
             self.add_learner(id, left())?;
         }
-        loop {
-            let s = self.status();
+        self.poll_status(deadline, |s| {
             if s.role != Role::Leader {
-                return Err(Error::NotLeader {
+                return Some(Err(Error::NotLeader {
                     leader_hint: s.leader,
-                });
+                }));
             }
             let matched = s.progress.iter().find(|p| p.0 == id).map_or(0, |p| p.1);
-            if matched >= s.commit {
-                break;
-            }
-            if left().is_zero() {
-                return Err(Error::Timeout);
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+            (matched >= s.commit).then_some(Ok(()))
+        })?;
         self.conf_change(vec![(ConfChangeType::AddNode, id)], left())
     }
 
@@ -801,13 +807,7 @@ impl Node {
             .send(Event::Transfer { to })
             .map_err(|_| Error::Shutdown)?;
         let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.status().leader == Some(to) {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        Err(Error::Timeout)
+        self.poll_status(deadline, |s| (s.leader == Some(to)).then_some(Ok(())))
     }
 
     /// Stops the node and waits for its threads, so its storage is released when this
@@ -986,6 +986,8 @@ where
     T: Transport,
 {
     fn run(&mut self, rx: &Receiver<Event>, tick: Duration, batch: bool) {
+        let conf = self.node.raft.prs().conf().to_conf_state();
+        self.publish_conf(&conf);
         let mut next_tick = self.clock.now() + tick;
         let stop = loop {
             // Wait until the next tick by the clock (re-checked at least every tick of real
@@ -1417,14 +1419,17 @@ where
                 EntryType::EntryConfChangeV2 => self.apply_conf_change::<ConfChangeV2>(&e)?,
             }
             self.applied = e.index;
-            lock(&self.status).applied = e.index;
         }
+        lock(&self.status).applied = self.applied;
         self.release_reads();
         Ok(())
     }
 
     /// Answers the read points the state machine has now reached.
     fn release_reads(&mut self) {
+        if self.read_waits.is_empty() {
+            return;
+        }
         let applied = self.applied;
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.read_waits)
             .into_iter()
@@ -1578,15 +1583,24 @@ where
             self.lease_until = None;
         }
         self.was_leader = leader;
-        let mut s = lock(&self.status);
-        s.role = r.state.into();
+        // The configuration is published where it changes (a conf change applied, a snapshot
+        // installed, start-up), not here on every iteration.
+        let progress = if leader {
+            let mut v: Vec<(u64, u64)> = r.prs().iter().map(|(id, p)| (*id, p.matched)).collect();
+            v.sort_unstable();
+            v
+        } else {
+            Vec::new()
+        };
         let known = (r.leader_id != 0).then_some(r.leader_id);
+        let mut s = lock(&self.status);
         let changed = (s.leader, s.term) != (known, r.term);
+        s.role = r.state.into();
         s.term = r.term;
         s.leader = known;
         s.commit = r.raft_log.committed;
         s.last_index = r.raft_log.last_index();
-        let conf = r.prs().conf().to_conf_state();
+        s.progress = progress;
         drop(s);
         if changed {
             self.subscribers.publish(&NodeEvent::LeaderChanged {
@@ -1594,14 +1608,5 @@ where
                 term: r.term,
             });
         }
-        self.publish_conf(&conf);
-        let mut s = lock(&self.status);
-        s.progress = if leader {
-            let mut v: Vec<(u64, u64)> = r.prs().iter().map(|(id, p)| (*id, p.matched)).collect();
-            v.sort_unstable();
-            v
-        } else {
-            Vec::new()
-        };
     }
 }

@@ -415,6 +415,9 @@ struct Chunks<'a, R> {
 
 impl<R: Read> Read for Chunks<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
         while self.left == 0 {
             if self.done {
                 return Ok(0);
@@ -433,47 +436,40 @@ impl<R: Read> Read for Chunks<'_, R> {
             }
             self.done = self.left == 0;
         }
-        let n = buf.len().min(self.left as usize);
-        let n = loop {
-            if self.stop.load(Ordering::SeqCst) {
-                return Err(io::Error::other("stopped"));
-            }
-            match self.r.read(&mut buf[..n]) {
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(k) => break k,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) => {}
-                Err(e) => return Err(e),
-            }
-        };
+        let want = buf.len().min(self.left as usize);
+        let n = read_some(self.r, &mut buf[..want], self.stop)?;
         self.left -= n as u32;
         Ok(n)
     }
 }
 
-/// Reads exactly `buf.len()` bytes, waking up periodically to honour `stop`.
-fn read_full(r: &mut impl Read, buf: &mut [u8], stop: &AtomicBool) -> io::Result<()> {
-    let mut got = 0;
-    while got < buf.len() {
+/// Reads at least one byte (of a non-empty `buf`), waking up periodically (the socket's read
+/// timeout) to honour `stop`; the end of the stream is an error here.
+fn read_some(r: &mut impl Read, buf: &mut [u8], stop: &AtomicBool) -> io::Result<usize> {
+    loop {
         if stop.load(Ordering::SeqCst) {
             return Err(io::Error::other("stopped"));
         }
-        match r.read(&mut buf[got..]) {
+        match r.read(buf) {
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => got += n,
+            Ok(n) => return Ok(n),
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
                 ) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// Reads exactly `buf.len()` bytes, honouring `stop`.
+fn read_full(r: &mut impl Read, buf: &mut [u8], stop: &AtomicBool) -> io::Result<()> {
+    let mut got = 0;
+    while got < buf.len() {
+        got += read_some(r, &mut buf[got..], stop)?;
     }
     Ok(())
 }

@@ -9,6 +9,10 @@
 mod pairs;
 #[path = "support/stores.rs"]
 mod stores;
+#[path = "support/wait.rs"]
+mod wait;
+
+use wait::wait;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -198,17 +202,6 @@ impl Cluster {
         });
         assert!(ok.is_some(), "state machines did not converge");
     }
-}
-
-fn wait<T>(mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
 }
 
 #[test]
@@ -768,4 +761,68 @@ fn joint_consensus_replaces_a_voter_in_one_change() {
     c.apply_anywhere("set after restart");
     want.insert("after".to_string(), "restart".to_string());
     c.wait_converged(&want);
+}
+
+/// A snapshot that arrives from the network but that Raft refuses (stale: below what the
+/// follower has committed) is discarded: it is never committed into the follower's store,
+/// where it would count against the retention, and leaves no temporary behind.
+#[test]
+fn a_refused_snapshot_from_the_network_is_not_kept() {
+    use raft::eraftpb::{ConfState, Message, MessageType};
+    let c = Cluster::new();
+    for i in 0..5 {
+        c.apply_anywhere(&format!("set k{i} {i}"));
+    }
+    let l = c.wait_leader(&[1, 2, 3]);
+    let f = (1..=3).find(|&i| i != l).unwrap();
+    let ok = wait(|| (c.nodes[&f].0.status().commit >= 5).then_some(()));
+    assert!(ok.is_some());
+    let conf = ConfState {
+        voters: vec![1, 2, 3],
+        ..Default::default()
+    };
+    let data = b"stale state".to_vec();
+    let meta = raftwal_snapshot::SnapshotMeta {
+        id: "stale".into(),
+        index: 2,
+        term: 1,
+        configuration: raftwal_glue::encode_conf_state(&conf),
+        configuration_index: 2,
+        size: data.len() as u64,
+        checksum: crc32fast::hash(&data),
+        ..Default::default()
+    };
+    let mut msg = Message::default();
+    msg.set_msg_type(MessageType::MsgSnapshot);
+    msg.from = l;
+    msg.to = f;
+    msg.term = c.nodes[&f].0.status().term;
+    let m = msg.mut_snapshot().mut_metadata();
+    m.index = 2;
+    m.term = 1;
+    m.set_conf_state(conf);
+    c.nodes[&f]
+        .0
+        .mailbox()
+        .receive_snapshot(msg, &meta, &mut &data[..])
+        .unwrap();
+    // A round on the follower has passed once a read through it completes.
+    c.nodes[&f].0.read_index(Duration::from_secs(10)).unwrap();
+    let dir = c.path(f).join("snapshots");
+    let ok = wait(|| {
+        use raftwal_wal::vfs::Vfs;
+        let names = raftwal_wal::vfs::StdVfs.list(&dir).unwrap();
+        names.is_empty().then_some(())
+    });
+    assert!(
+        ok.is_some(),
+        "the refused snapshot was kept in {}",
+        dir.display()
+    );
+    assert!(FileSnapshotStore::open(&dir, 2)
+        .unwrap()
+        .list()
+        .unwrap()
+        .is_empty());
+    assert_eq!(c.nodes[&f].0.status().snapshot_index, 0);
 }

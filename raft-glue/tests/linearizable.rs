@@ -108,6 +108,13 @@ impl Cluster {
     }
 }
 
+/// The state machine's command: `key = value`.
+fn set(key: u64, value: u64) -> Vec<u8> {
+    let mut cmd = key.to_le_bytes().to_vec();
+    cmd.extend_from_slice(&value.to_le_bytes());
+    cmd
+}
+
 fn rng(seed: &mut u64) -> u64 {
     *seed ^= *seed << 13;
     *seed ^= *seed >> 7;
@@ -154,8 +161,7 @@ fn history_under_partitions_and_crashes_is_linearizable() {
                     if rng(&mut seed).is_multiple_of(2) {
                         n += 1;
                         let value = client * 1_000_000 + n;
-                        let mut cmd = key.to_le_bytes().to_vec();
-                        cmd.extend_from_slice(&value.to_le_bytes());
+                        let cmd = set(key, value);
                         // Follow leader hints within one operation.
                         let mut target = node;
                         let outcome = loop {
@@ -253,10 +259,9 @@ fn history_under_partitions_and_crashes_is_linearizable() {
     for n in 1..=60u64 {
         let key = n % 8;
         let value = 9_000_000 + n;
-        let mut cmd = key.to_le_bytes().to_vec();
-        cmd.extend_from_slice(&value.to_le_bytes());
         let call = now();
-        node.apply(cmd, Duration::from_secs(10)).unwrap();
+        node.apply(set(key, value), Duration::from_secs(10))
+            .unwrap();
         history.lock().unwrap().push(lin::Event {
             key,
             op: lin::Op::Write(value),

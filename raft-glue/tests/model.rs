@@ -5,16 +5,19 @@
 //! model does — which also checks that its in-memory tail cache never disagrees with the log.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+#[path = "support/stores.rs"]
+mod stores;
+
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 
 use proptest::prelude::*;
-use raft::eraftpb::{ConfState, Entry, HardState, SnapshotMetadata};
+use raft::eraftpb::{Entry, HardState, SnapshotMetadata};
 use raft::{GetEntriesContext, Storage};
 use raftwal_glue::RaftStorage;
-use raftwal_snapshot::{FileSnapshotStore, SnapshotSink, SnapshotStore};
+use raftwal_snapshot::FileSnapshotStore;
 use raftwal_wal::{Wal, WalOptions};
+use stores::put_snapshot;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -72,16 +75,6 @@ fn entry(index: u64, term: u64) -> Entry {
     }
 }
 
-fn stored_snapshot(s: &Store, index: u64, term: u64) {
-    let conf = raftwal_glue::encode_conf_state(&ConfState {
-        voters: vec![1],
-        ..Default::default()
-    });
-    let mut sink = s.snapshots().create(index, term, &conf, 1).unwrap();
-    sink.write_all(b"state").unwrap();
-    sink.commit().unwrap();
-}
-
 fn step(s: &mut Option<Store>, m: &mut Model, op: &Op, dir: &Path) {
     if let Op::Reopen = op {
         // The WAL is locked while open: close it, then open it again.
@@ -120,7 +113,7 @@ fn step(s: &mut Option<Store>, m: &mut Model, op: &Op, dir: &Path) {
             if at <= m.mark.0 {
                 return;
             }
-            stored_snapshot(s, at, term);
+            put_snapshot(s.snapshots(), at, term).unwrap();
             let upto = at.saturating_sub(keep);
             s.compact(at, term, upto).unwrap();
             m.mark = (at, term);
@@ -129,7 +122,7 @@ fn step(s: &mut Option<Store>, m: &mut Model, op: &Op, dir: &Path) {
         Op::Install { ahead } => {
             m.term += 1;
             let index = m.last() + 1 + ahead;
-            stored_snapshot(s, index, m.term);
+            put_snapshot(s.snapshots(), index, m.term).unwrap();
             let mut meta = SnapshotMetadata {
                 index,
                 term: m.term,

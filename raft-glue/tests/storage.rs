@@ -2,6 +2,9 @@
 //! restarting and catching up on it over real `Wal`s.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+#[path = "support/stores.rs"]
+mod stores;
+
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 
@@ -10,6 +13,7 @@ use raft::{Config, GetEntriesContext, RawNode, StateRole, Storage, StorageError}
 use raftwal_glue::RaftStorage;
 use raftwal_snapshot::{MemSnapshotStore, SnapshotSink, SnapshotStore};
 use raftwal_wal::{LogStore, MemStore, Wal, WalOptions};
+use stores::put_snapshot;
 
 fn ent(index: u64, term: u64) -> Entry {
     Entry {
@@ -315,17 +319,6 @@ fn three_nodes_replicate_restart_and_catch_up_on_wal() {
     }
 }
 
-fn store_snapshot(s: &RaftStorage<MemStore, MemSnapshotStore>, index: u64, term: u64, to: u64) {
-    let conf = raftwal_glue::encode_conf_state(&ConfState {
-        voters: vec![to],
-        ..Default::default()
-    });
-    let mut sink = s.snapshots().create(index, term, &conf, 1).unwrap();
-    sink.write_all(format!("state at {index}").as_bytes())
-        .unwrap();
-    sink.commit().unwrap();
-}
-
 /// What a restart restores from: the snapshot of the recorded mark; a newer local snapshot
 /// that was made durable just before a crash cut off its mark (recorded now, with the commit
 /// raised to it); never a snapshot that does not match the log; a clear error when the mark's
@@ -344,7 +337,7 @@ fn snapshot_recovery_and_compaction_rules() {
     assert_eq!(s.recover_snapshot().unwrap(), None, "no snapshot yet");
 
     // A snapshot at 15 made durable, then a crash before its mark: it is used, and recorded.
-    store_snapshot(&s, 15, 2, 1);
+    put_snapshot(s.snapshots(), 15, 2).unwrap();
     let m = s.recover_snapshot().unwrap().expect("the durable snapshot");
     assert_eq!((m.index, m.term), (15, 2));
     assert_eq!(s.snapshot_mark().unwrap(), (15, 2));
@@ -355,7 +348,7 @@ fn snapshot_recovery_and_compaction_rules() {
     );
 
     // A snapshot whose term does not match the log is never used.
-    store_snapshot(&s, 18, 7, 1);
+    put_snapshot(s.snapshots(), 18, 7).unwrap();
     let m = s.recover_snapshot().unwrap().unwrap();
     assert_eq!(m.index, 15);
 
@@ -418,21 +411,6 @@ fn sim_storage(vfs: &raftwal_wal::vfs::SimVfs) -> Result<SimStorage, String> {
     Ok(RaftStorage::new(wal, snaps))
 }
 
-fn write_snapshot(s: &SimStorage, index: u64, term: u64) -> Result<(), String> {
-    let conf = raftwal_glue::encode_conf_state(&ConfState {
-        voters: vec![1],
-        ..Default::default()
-    });
-    let mut sink = s
-        .snapshots()
-        .create(index, term, &conf, 1)
-        .map_err(|e| e.to_string())?;
-    sink.write_all(format!("state at {index}").as_bytes())
-        .map_err(|e| e.to_string())?;
-    sink.commit().map_err(|e| e.to_string())?;
-    Ok(())
-}
-
 /// A node's snapshot life: appends, local snapshots each followed by compaction, a snapshot
 /// received and installed (log emptied), more appends. Stops at the first error.
 fn snapshot_workload(s: &SimStorage, acked: &mut Acked) -> Result<(), String> {
@@ -448,16 +426,16 @@ fn snapshot_workload(s: &SimStorage, acked: &mut Acked) -> Result<(), String> {
     };
     append(s, 1, 30, 1).map_err(e)?;
     acked.last = (30, 1);
-    write_snapshot(s, 20, 1)?;
+    put_snapshot(s.snapshots(), 20, 1)?;
     s.compact(20, 1, 15).map_err(e)?;
     acked.mark = (20, 1);
     append(s, 31, 40, 1).map_err(e)?;
     acked.last = (40, 1);
-    write_snapshot(s, 35, 1)?;
+    put_snapshot(s.snapshots(), 35, 1)?;
     s.compact(35, 1, 30).map_err(e)?;
     acked.mark = (35, 1);
     // A leader's snapshot, received and installed: the log starts over after it.
-    write_snapshot(s, 50, 2)?;
+    put_snapshot(s.snapshots(), 50, 2)?;
     let mut meta = SnapshotMetadata {
         index: 50,
         term: 2,

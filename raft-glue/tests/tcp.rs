@@ -7,11 +7,15 @@
 mod pairs;
 #[path = "support/stores.rs"]
 mod stores;
+#[path = "support/wait.rs"]
+mod wait;
+
+use wait::wait;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use raft::eraftpb::{Message, MessageType};
 use raftwal_glue::{Config, Node, Role, StateMachine, TcpServer, TcpTransport, Transport};
@@ -68,17 +72,6 @@ fn try_start(
     let node = Node::start(cfg, log.clone(), storage, transport).unwrap();
     let server = TcpServer::serve(listener, CLUSTER, node.mailbox())?;
     Ok(Member { node, server, log })
-}
-
-fn wait<T>(mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
 }
 
 fn leader(m: &BTreeMap<u64, Member>) -> Option<u64> {

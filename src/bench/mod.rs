@@ -778,6 +778,23 @@ pub fn table(rep: &Report) -> String {
     s
 }
 
+/// Runs `iters` calls of `op` spread over `clients` threads, each calling it in a closed loop,
+/// and returns the time taken, scaled to exactly `iters` calls (for criterion's
+/// `iter_custom`).
+pub fn closed_loop(clients: usize, iters: u64, op: &(dyn Fn() + Sync)) -> Duration {
+    let clients = clients.max(1);
+    let per = iters.div_ceil(clients as u64);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..clients {
+            s.spawn(|| (0..per).for_each(|_| op()));
+        }
+    });
+    start
+        .elapsed()
+        .mul_f64(iters as f64 / (per * clients as u64).max(1) as f64)
+}
+
 /// Checks that `path` is a usable directory for the benchmark.
 ///
 /// # Errors

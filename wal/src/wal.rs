@@ -429,10 +429,7 @@ impl Wal {
         w.offset += len;
         w.written += 1;
         self.written.store(w.written, Ordering::Release);
-        if matches!(w.next, Next::None) && prepare_due(w.offset, w.capacity, &w.free) {
-            let seq = w.base.next_seq;
-            w.next = start_next(&self.opts, &self.dir, seq, &mut w.free);
-        }
+        self.prepare_next_if_due(&mut w);
         let ticket = Ticket(w.written);
         {
             let mut st = self.write_state();
@@ -590,9 +587,7 @@ impl Wal {
             .store(SEGMENT_HEADER_LEN, Ordering::Release);
         self.durable_seg.store(w.seq, Ordering::Release);
         self.remove_segments(w, &dead);
-        if prepare_due(w.offset, w.capacity, &w.free) {
-            w.next = start_next(&self.opts, &self.dir, w.base.next_seq, &mut w.free);
-        }
+        self.prepare_next_if_due(w);
         self.stats.rotations.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -643,11 +638,17 @@ impl Wal {
         m.write(self.opts.vfs.as_ref(), &self.dir)?;
         w.base = m;
         self.remove_segments(w, &dead);
-        // A background preparation that is not running yet can use a retired file instead.
-        if matches!(w.next, Next::None) && !w.free.is_empty() {
+        // A preparation that has not started yet can recycle a retired file now.
+        self.prepare_next_if_due(w);
+        Ok(())
+    }
+
+    /// Starts preparing the next segment if none is prepared or being prepared and it is due
+    /// ([`prepare_due`]). Called with the writer lock held.
+    fn prepare_next_if_due(&self, w: &mut Writer) {
+        if matches!(w.next, Next::None) && prepare_due(w.offset, w.capacity, &w.free) {
             w.next = start_next(&self.opts, &self.dir, w.base.next_seq, &mut w.free);
         }
-        Ok(())
     }
 
     /// Waits until the write with this ticket (and so every earlier one) is durable. One
