@@ -131,6 +131,8 @@ struct SyncState {
     last_sync: Duration,
     /// `durable` before the last fsync.
     durable_before: u64,
+    /// Threads asleep on `synced`: the only ones a finished fsync must wake.
+    sleepers: usize,
 }
 
 /// Counters for monitoring and benchmarks.
@@ -142,12 +144,18 @@ pub struct WalStats {
     pub syncs: u64,
     /// Segment rotations.
     pub rotations: u64,
+    /// Waits for an fsync in flight that ended while spinning ([`WalOptions::spin_wait`]).
+    pub spun_waits: u64,
+    /// Waits for an fsync in flight that went to sleep (spinning off, or its budget spent).
+    pub slept_waits: u64,
 }
 
 #[derive(Default)]
 struct Counters {
     writes: AtomicU64,
     syncs: AtomicU64,
+    spun_waits: AtomicU64,
+    slept_waits: AtomicU64,
     rotations: AtomicU64,
 }
 
@@ -178,6 +186,9 @@ pub struct Wal {
     writer: Mutex<Writer>,
     sync: Mutex<SyncState>,
     synced: Condvar,
+    /// Incremented (under the sync lock) each time an fsync in flight ends, well or badly, or
+    /// the WAL is poisoned: what spinning waiters watch instead of sleeping on `synced`.
+    sync_ends: AtomicU64,
     poisoned: AtomicBool,
     /// Sequence number of the last write, readable without the writer lock.
     written: AtomicU64,
@@ -313,8 +324,10 @@ impl Wal {
                 last_group: 0,
                 last_sync: Duration::ZERO,
                 durable_before: 0,
+                sleepers: 0,
             }),
             synced: Condvar::new(),
+            sync_ends: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
             written: AtomicU64::new(0),
             stats: Counters::default(),
@@ -342,6 +355,8 @@ impl Wal {
             writes: self.stats.writes.load(Ordering::Relaxed),
             syncs: self.stats.syncs.load(Ordering::Relaxed),
             rotations: self.stats.rotations.load(Ordering::Relaxed),
+            spun_waits: self.stats.spun_waits.load(Ordering::Relaxed),
+            slept_waits: self.stats.slept_waits.load(Ordering::Relaxed),
         }
     }
 
@@ -355,6 +370,8 @@ impl Wal {
 
     fn poison(&self) {
         self.poisoned.store(true, Ordering::SeqCst);
+        let _g = lock(&self.sync);
+        self.sync_ends.fetch_add(1, Ordering::Release);
         self.synced.notify_all();
     }
 
@@ -674,6 +691,8 @@ impl Wal {
         mut g: MutexGuard<'a, SyncState>,
         ticket: Ticket,
     ) -> Result<()> {
+        // The fsync (by its `sync_ends` count) this thread last spun on.
+        let mut spun_for = None;
         loop {
             if g.durable >= ticket.0 {
                 return Ok(());
@@ -682,7 +701,24 @@ impl Wal {
                 return Err(Error::Poisoned);
             }
             if g.syncing {
+                let ends = self.sync_ends.load(Ordering::Acquire);
+                if spun_for != Some(ends) {
+                    if let Some(budget) = self.spin_budget(g.last_sync) {
+                        // At most one spin per fsync in flight: if it outlasts the budget, sleep.
+                        spun_for = Some(ends);
+                        drop(g);
+                        let ended = self.spin_until_sync_ends(ends, budget);
+                        g = lock(&self.sync);
+                        if ended {
+                            self.stats.spun_waits.fetch_add(1, Ordering::Relaxed);
+                        }
+                        continue;
+                    }
+                }
+                self.stats.slept_waits.fetch_add(1, Ordering::Relaxed);
+                g.sleepers += 1;
                 g = self.synced.wait(g).unwrap_or_else(|e| e.into_inner());
+                g.sleepers -= 1;
                 continue;
             }
             g.syncing = true;
@@ -705,8 +741,7 @@ impl Wal {
                 let w = lock(&self.writer);
                 if ticket.0 > w.written {
                     drop(w);
-                    lock(&self.sync).syncing = false;
-                    self.synced.notify_all();
+                    self.end_sync(&mut lock(&self.sync));
                     return Err(Error::Invalid(format!(
                         "ticket {} was never issued (last write is {})",
                         ticket.0,
@@ -726,7 +761,6 @@ impl Wal {
                 }
             }
             g = lock(&self.sync);
-            g.syncing = false;
             match r {
                 Ok(()) => {
                     g.durable_before = g.durable;
@@ -737,14 +771,49 @@ impl Wal {
                     let covered = target.saturating_sub(g.durable_before);
                     g.last_group = g.waiters.min(covered as usize);
                     self.stats.syncs.fetch_add(1, Ordering::Relaxed);
-                    self.synced.notify_all();
+                    self.end_sync(&mut g);
                 }
                 Err(e) => {
-                    drop(g);
-                    self.poison();
+                    // Poisoned before the fsync ends, so no waiter can lead a retry: after a
+                    // failed fsync the page cache may no longer hold what it failed to write.
+                    self.poisoned.store(true, Ordering::SeqCst);
+                    self.end_sync(&mut g);
                     return Err(Error::io("fdatasync", path, e));
                 }
             }
+        }
+    }
+
+    /// Ends the fsync in flight (its outcome already recorded): wakes the threads waiting for
+    /// it, the spinning ones through `sync_ends`, the sleeping ones (if any) through `synced`.
+    fn end_sync(&self, g: &mut SyncState) {
+        g.syncing = false;
+        self.sync_ends.fetch_add(1, Ordering::Release);
+        if g.sleepers > 0 {
+            self.synced.notify_all();
+        }
+    }
+
+    /// How long a thread may spin for the fsync in flight, given the last one's duration; `None`
+    /// to sleep at once (spinning off, no fsync timed yet, or fsyncs too slow for a wake-up's
+    /// cost to matter).
+    fn spin_budget(&self, last_sync: Duration) -> Option<Duration> {
+        let limit = self.opts.spin_wait;
+        (!last_sync.is_zero() && last_sync <= limit).then(|| (last_sync * 2).min(limit))
+    }
+
+    /// Spins, yielding the CPU each turn, until the fsync in flight ends (`sync_ends` moves
+    /// past `ends`) or `budget` is spent; returns whether it ended.
+    fn spin_until_sync_ends(&self, ends: u64, budget: Duration) -> bool {
+        let start = Instant::now();
+        loop {
+            if self.sync_ends.load(Ordering::Acquire) != ends {
+                return true;
+            }
+            if start.elapsed() >= budget {
+                return false;
+            }
+            std::thread::yield_now();
         }
     }
 

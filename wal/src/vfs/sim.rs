@@ -5,7 +5,7 @@
 //! [`SimVfs::crash`] turns the machine off and on again: each unsynced write is kept, dropped,
 //! torn to a prefix, replaced by garbage or by zeros, as the [`CrashPolicy`] decides, and
 //! directory entries not made durable by `sync_dir` vanish. [`SimFaults`] cut the power at the
-//! n-th operation, fail an `fsync`, or fail writes with `ENOSPC`.
+//! n-th operation, fail an `fsync`, fail writes with `ENOSPC`, or make syncs take time.
 //!
 //! Everything is deterministic for a given seed, so a failing test can be replayed.
 
@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use super::{FileKind, Mapped, OpenMode, Vfs, VfsFile};
 
@@ -28,6 +29,9 @@ pub struct SimFaults {
     pub fail_sync_at: Option<u64>,
     /// After this many more bytes are written, every write fails with `ENOSPC`.
     pub enospc_after_bytes: Option<u64>,
+    /// How long each file sync takes (default zero), like a real device's flush: the data a sync
+    /// covers is what was written when it started.
+    pub sync_latency: Duration,
 }
 
 /// What happens to unsynced writes at a simulated crash.
@@ -413,17 +417,32 @@ struct SimFile {
 
 impl SimFile {
     fn sync(&self) -> io::Result<()> {
-        {
+        let latency = {
             let mut s = lock(&self.vfs.state);
             s.mutate(self.generation)?;
             s.syncs += 1;
             if s.faults.fail_sync_at == Some(s.syncs) {
                 return Err(eio("fsync failed"));
             }
+            s.faults.sync_latency
+        };
+        if latency.is_zero() {
+            let mut d = lock(&self.inode.data);
+            d.durable = d.current.clone();
+            d.pending.clear();
+            return Ok(());
         }
+        // A slow device: what was written when the sync started becomes durable when it ends;
+        // writes made meanwhile stay pending (a crash may still drop or tear them).
+        let (image, covered) = {
+            let d = lock(&self.inode.data);
+            (d.current.clone(), d.pending.len())
+        };
+        std::thread::sleep(latency);
+        lock(&self.vfs.state).check_alive(self.generation)?;
         let mut d = lock(&self.inode.data);
-        d.durable = d.current.clone();
-        d.pending.clear();
+        d.durable = image;
+        d.pending.drain(..covered);
         Ok(())
     }
 }
