@@ -580,19 +580,31 @@ impl Wal {
         };
         manifest.write(vfs, &self.dir)?;
         // 5. Readers switch over.
-        let dead = {
+        let (dead, uncache) = {
             let mut st = self.write_state();
             if let Some(r) = new_ref {
                 st.sealed.push(r);
             } else {
                 st.dead.push(w.seq);
             }
+            // The sealed segment that falls out of the newest `cached_segments` (synced: its
+            // pages are clean and can be dropped).
+            let uncache = self
+                .opts
+                .cached_segments
+                .and_then(|n| st.sealed.len().checked_sub(n + 1))
+                .map(|i| st.sealed[i].seg.path.clone());
             st.active = ActiveIndex::default();
             st.active_file = next.file.clone();
             st.active_path = next.path.clone();
             st.active_epoch = next.epoch;
-            std::mem::take(&mut st.dead)
+            (std::mem::take(&mut st.dead), uncache)
         };
+        if let Some(path) = uncache {
+            if let Err(e) = vfs.drop_cache(&path) {
+                tracing::warn!(file = %path.display(), error = %e, "could not drop a sealed segment's cached pages");
+            }
+        }
         w.base = manifest;
         w.file = next.file;
         w.path = next.path;

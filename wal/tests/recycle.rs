@@ -189,3 +189,58 @@ fn segment_appears_now(h: &SimHarness, seq: u64) -> bool {
         .unwrap()
         .is_some()
 }
+
+/// The sealed segments, oldest first, as paths.
+fn sealed_paths(wal: &Wal) -> Vec<std::path::PathBuf> {
+    wal.segments()
+        .into_iter()
+        .filter(|s| s.sealed)
+        .map(|s| s.path)
+        .collect()
+}
+
+#[test]
+fn only_the_newest_sealed_segments_stay_cached() {
+    // Bounded: each sealed segment that falls out of the newest two has its cache dropped,
+    // once, in order; every entry still reads back.
+    let h = SimHarness::new(31, 8192);
+    let wal = Wal::open(Path::new("/db/wal"), h.opts().cached_segments(2)).unwrap();
+    let all = entries(1, 121, 1, 300);
+    for chunk in all.chunks(4) {
+        wal.store_logs(chunk).unwrap();
+    }
+    let sealed = sealed_paths(&wal);
+    assert!(sealed.len() >= 5, "{} sealed", sealed.len());
+    assert_eq!(h.vfs.cache_drops(), sealed[..sealed.len() - 2]);
+    assert_eq!(wal.get_logs(1, 121, u64::MAX).unwrap(), all);
+
+    // Unbounded (the default): the OS decides, nothing is dropped.
+    let mut h = SimHarness::new(32, 8192);
+    let wal = h.open();
+    for chunk in all.chunks(4) {
+        wal.store_logs(chunk).unwrap();
+    }
+    assert!(sealed_paths(&wal).len() >= 5);
+    assert!(h.vfs.cache_drops().is_empty());
+}
+
+#[test]
+fn segments_dropped_from_the_page_cache_read_back_from_the_disk() {
+    let d = tempfile::tempdir().unwrap();
+    let opts = || {
+        raftwal_wal::WalOptions::default()
+            .segment_size(64 << 10)
+            .cached_segments(0)
+    };
+    let wal = Wal::open(d.path(), opts()).unwrap();
+    let all = entries(1, 301, 1, 1000);
+    for chunk in all.chunks(10) {
+        wal.store_logs(chunk).unwrap();
+    }
+    assert!(wal.stats().rotations >= 3);
+    assert_eq!(wal.get_logs(1, 301, u64::MAX).unwrap(), all);
+    drop(wal);
+    let wal = Wal::open(d.path(), opts()).unwrap();
+    assert_eq!(wal.get_logs(1, 301, u64::MAX).unwrap(), all);
+    assert_eq!(wal.verify().unwrap(), 300);
+}

@@ -142,4 +142,14 @@ pub trait Vfs: Send + Sync + Debug {
     /// # Errors
     /// [`io::ErrorKind::WouldBlock`] when another holder has it, or any I/O error.
     fn lock(&self, path: &Path) -> io::Result<Box<dyn Send + Sync>>;
+    /// Tells the OS the file's cached pages will not be needed soon, so their memory can be
+    /// reused (`posix_fadvise(DONTNEED)`: clean pages only). A hint: the file stays readable,
+    /// from the medium. The default does nothing.
+    ///
+    /// # Errors
+    /// Any I/O error; callers treat it as a lost hint, never as damage.
+    fn drop_cache(&self, path: &Path) -> io::Result<()> {
+        let _ = path;
+        Ok(())
+    }
 }

@@ -82,6 +82,8 @@ struct State {
     ops: u64,
     syncs: u64,
     bytes: u64,
+    /// Paths passed to `drop_cache`, oldest first.
+    cache_drops: Vec<PathBuf>,
     dead: bool,
     rng: u64,
 }
@@ -216,6 +218,7 @@ impl SimVfs {
                 ops: 0,
                 syncs: 0,
                 bytes: 0,
+                cache_drops: Vec::new(),
                 dead: false,
                 rng: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
             })),
@@ -253,6 +256,12 @@ impl SimVfs {
     /// Mutating operations counted since the faults were last set.
     pub fn ops(&self) -> u64 {
         lock(&self.state).ops
+    }
+
+    /// Every path whose cache was dropped ([`Vfs::drop_cache`]), oldest first. The simulation
+    /// has no page cache; it only records the hints.
+    pub fn cache_drops(&self) -> Vec<PathBuf> {
+        lock(&self.state).cache_drops.clone()
     }
 
     /// Whether the simulated power is off (a `crash_at_op` fault fired).
@@ -747,5 +756,16 @@ impl Vfs for SimVfs {
             path: key,
             generation: g,
         }))
+    }
+
+    fn drop_cache(&self, path: &Path) -> io::Result<()> {
+        let mut s = self.live()?;
+        match s.lookup(path)? {
+            Some(Node::File(_)) => {
+                s.cache_drops.push(path.to_path_buf());
+                Ok(())
+            }
+            _ => Err(not_found(path)),
+        }
     }
 }

@@ -99,6 +99,11 @@ impl Vfs for StdVfs {
             Err(e) => Err(e),
         }
     }
+    fn drop_cache(&self, path: &Path) -> io::Result<()> {
+        let f = File::open(path)?;
+        rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed)?;
+        Ok(())
+    }
     fn lock(&self, path: &Path) -> io::Result<Box<dyn Send + Sync>> {
         let f = OpenOptions::new()
             .read(true)
