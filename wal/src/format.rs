@@ -114,6 +114,20 @@ pub struct FrameHeader {
 /// Appends one frame to `out`: header, payload parts, zero padding. The checksum covers the
 /// segment epoch, the header after the checksum field, and the payload.
 pub fn encode_frame(out: &mut Vec<u8>, epoch: u64, h: &FrameHeader, payload: &[&[u8]]) {
+    let padding = encode_frame_parts(out, epoch, h, payload, payload.len());
+    out.resize(out.len() + padding, 0);
+}
+
+/// Like [`encode_frame`], but copies only the first `copied` parts of the payload into `out`:
+/// the caller writes the remaining parts right after what `out` holds, then the returned
+/// number of zero bytes (padding to the frame size). The checksum covers every part.
+pub fn encode_frame_parts(
+    out: &mut Vec<u8>,
+    epoch: u64,
+    h: &FrameHeader,
+    payload: &[&[u8]],
+    copied: usize,
+) -> usize {
     let start = out.len();
     let len: usize = payload.iter().map(|p| p.len()).sum();
     out.resize(start + FRAME_HEADER_LEN, 0);
@@ -129,14 +143,15 @@ pub fn encode_frame(out: &mut Vec<u8>, epoch: u64, h: &FrameHeader, payload: &[&
     let mut crc = crc32fast::Hasher::new();
     crc.update(&epoch.to_le_bytes());
     crc.update(&out[start + 4..start + FRAME_HEADER_LEN]);
-    for p in payload {
+    for (i, p) in payload.iter().enumerate() {
         crc.update(p);
-        out.extend_from_slice(p);
+        if i < copied {
+            out.extend_from_slice(p);
+        }
     }
     let sum = crc.finalize();
     put_u32(&mut out[start..], 0, sum);
-    let padded = start + frame_size(len as u64) as usize;
-    out.resize(padded, 0);
+    (frame_size(len as u64) as usize) - FRAME_HEADER_LEN - len
 }
 
 /// Why bytes at some offset are not a valid frame.

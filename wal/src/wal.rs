@@ -417,16 +417,13 @@ impl Wal {
         self.check_writable()?;
         let bounds = self.read_state().bounds;
         let steps = plan(bounds, &batch)?;
-        let mut locs = self.encode(&mut w, &steps, &batch);
-        // Every batch is followed by a zeroed frame header (overwritten by the next batch), so
-        // the log always ends in a clean stop, even in a recycled file full of old frames.
-        let len = w.buf.len() as u64;
-        if w.offset + len + TERMINATOR > w.capacity {
+        let mut enc = self.encode(&mut w, &steps, &batch);
+        if w.offset + enc.len + TERMINATOR > w.capacity {
             if w.offset > SEGMENT_HEADER_LEN {
                 self.rotate(&mut w).inspect_err(|_| self.poison())?;
-                locs = self.encode(&mut w, &steps, &batch);
+                enc = self.encode(&mut w, &steps, &batch);
             }
-            let need = w.offset + w.buf.len() as u64 + TERMINATOR;
+            let need = w.offset + enc.len + TERMINATOR;
             if need > w.capacity {
                 // A batch larger than a segment: this segment grows to hold it.
                 w.file.set_len(need).map_err(|e| {
@@ -437,9 +434,14 @@ impl Wal {
             }
         }
         let offset = w.offset;
-        let len = w.buf.len() as u64;
-        w.buf.resize(len as usize + TERMINATOR as usize, 0);
-        if let Err(e) = w.file.write_all_at(&w.buf, offset) {
+        let len = enc.len;
+        // Every batch is followed by a zeroed frame header (overwritten by the next batch), so
+        // the log always ends in a clean stop, even in a recycled file full of old frames.
+        enc.push_zeros(&mut w.buf, TERMINATOR as usize);
+        if let Err(e) = w
+            .file
+            .write_all_vectored_at(&enc.slices(&w.buf, &batch), offset)
+        {
             self.poison();
             return Err(Error::io("write", &w.path, e));
         }
@@ -453,7 +455,7 @@ impl Wal {
             for s in &steps {
                 st.apply_step(*s);
             }
-            for (e, loc) in batch.entries.iter().zip(locs) {
+            for (e, loc) in batch.entries.iter().zip(enc.locs) {
                 // `plan` checked contiguity, so the active index accepts every entry.
                 if st.active.push(e.index, loc).is_err() {
                     drop(st);
@@ -479,7 +481,7 @@ impl Wal {
         Ok(ticket)
     }
 
-    fn encode(&self, w: &mut Writer, steps: &[Step], batch: &WriteBatch) -> Vec<Loc> {
+    fn encode(&self, w: &mut Writer, steps: &[Step], batch: &WriteBatch) -> writer::Encoded {
         // The writer lock is held, so the durable segment cannot change under us.
         let durable_to = if self.durable_seg.load(Ordering::Acquire) == w.seq {
             self.durable_offset.load(Ordering::Acquire)

@@ -207,3 +207,19 @@ fn conformance_wal_disk_default_segments() {
 fn conformance_wal_sim() {
     suite(&mut SimHarness::new(1, 64 << 10));
 }
+
+#[test]
+fn a_batch_with_more_large_payloads_than_one_vectored_write_takes() {
+    // Large payloads are written from the caller's buffers, several per `pwritev`, which takes
+    // at most 1024 buffers: this batch needs more (and more than a segment: it gets its own).
+    let h = DiskHarness::new(1 << 20);
+    let opts = || raftwal_wal::WalOptions::default().segment_size(1 << 20);
+    let wal = raftwal_wal::Wal::open(h.path(), opts()).unwrap();
+    let batch = entries(1, 1301, 3, 64 << 10);
+    wal.store_logs(&batch).unwrap();
+    wal.store_logs(&entries(1301, 1303, 3, 100)).unwrap();
+    drop(wal);
+    let wal = raftwal_wal::Wal::open(h.path(), opts()).unwrap();
+    assert_eq!(wal.get_logs(1, 1301, u64::MAX).unwrap(), batch);
+    assert_eq!(wal.verify().unwrap(), 1302);
+}

@@ -59,6 +59,20 @@ pub trait VfsFile: Send + Sync + Debug {
     /// # Errors
     /// Any I/O error, for example `ENOSPC`; the file's contents in the range are then unspecified.
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Writes `bufs`, one after another, from `offset`: a vectored [`VfsFile::write_all_at`]
+    /// (`pwritev`), so large payloads need not be copied into one buffer first. Like any
+    /// write, it may be torn by a crash anywhere. The default writes the buffers one by one.
+    ///
+    /// # Errors
+    /// As [`VfsFile::write_all_at`].
+    fn write_all_vectored_at(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+        let mut at = offset;
+        for b in bufs {
+            self.write_all_at(b, at)?;
+            at += b.len() as u64;
+        }
+        Ok(())
+    }
     /// Makes the file's data (and the size, if it changed) durable: `fdatasync`.
     ///
     /// # Errors

@@ -31,6 +31,27 @@ impl VfsFile for StdFile {
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.0.write_all_at(buf, offset)
     }
+    fn write_all_vectored_at(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+        let mut slices: Vec<io::IoSlice<'_>> = bufs.iter().map(|b| io::IoSlice::new(b)).collect();
+        let mut rest = &mut slices[..];
+        let mut at = offset;
+        // `pwritev` may write less than asked (a signal, a full disk): continue after what it
+        // wrote, as `write_all_at` does.
+        while !rest.is_empty() {
+            // At most IOV_MAX (1024 on Linux) buffers per call.
+            let n = rest.len().min(1024);
+            match rustix::io::pwritev(&self.0, &rest[..n], at) {
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => {
+                    at += n as u64;
+                    io::IoSlice::advance_slices(&mut rest, n);
+                }
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
     fn sync_data(&self) -> io::Result<()> {
         self.0.sync_data()
     }

@@ -173,7 +173,9 @@ pub fn random_op(rng: &mut Rng, first: u64, last: u64) -> Op {
             Op::Write {
                 truncate_after,
                 count: rng.below(6),
-                size: [0usize, 1, 17, 200, 700, 3000][rng.below(6) as usize],
+                // Now and then a payload large enough to be written from the caller's buffer
+                // (a vectored write) rather than copied.
+                size: [0usize, 1, 17, 200, 700, 3000, 3000, 70_000][rng.below(8) as usize],
                 term: 1 + rng.below(5),
                 stable,
             }
