@@ -209,7 +209,7 @@ fn main() -> ExitCode {
             };
             eprintln!(
                 "raftwal bench: ≈{:.0} s in a temporary directory under {}",
-                phase * (15.0 + cfg.threads.len() as f64) + 3.0,
+                phase * (21.0 + cfg.threads.len() as f64) + 3.0,
                 cfg.dir.display()
             );
             let rep = bench::run(&cfg)?;

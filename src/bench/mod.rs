@@ -1,8 +1,11 @@
 //! `raftwal bench`: the engine measured against the raw disk, in the same run.
 //!
-//! Every phase runs for a fixed time. The disk is measured first (one positional write plus
-//! `fdatasync` per record into a preallocated, zero-filled file, and sequential write+fdatasync
-//! bandwidth); each engine figure is then reported with its ratio to the matching limit.
+//! Every phase runs for a fixed time. The disk is measured the way the engine uses it (one
+//! positional write plus `fdatasync` per record into a preallocated, zero-filled file, and
+//! 1 MiB write+fdatasync bandwidth), in rounds interleaved with the engine workload compared
+//! with it; each engine figure is reported with its ratio to the matching limit. The
+//! concurrent-appender counts are interleaved with each other the same way, so the slow drifts
+//! of a shared machine fall on both sides of every ratio.
 // The raw-disk baselines deliberately bypass the Vfs: they are what the engine is measured
 // against.
 #![allow(clippy::disallowed_methods)]
@@ -185,6 +188,58 @@ pub(crate) fn row(
     r
 }
 
+/// One workload of [`Runner::interleaved`]: runs for the time given, returns what it measured.
+type Workload<'a> = Box<dyn FnMut(Duration) -> Result<Acc, Error> + 'a>;
+
+/// Rounds each interleaved workload runs in ([`Runner::interleaved`]).
+const ROUNDS: usize = 4;
+
+/// Operations, time and latencies, accumulated over rounds.
+pub(crate) struct Acc {
+    ops: u64,
+    secs: f64,
+    hist: Hist,
+}
+
+impl Acc {
+    fn new() -> Result<Self, Error> {
+        Ok(Acc {
+            ops: 0,
+            secs: 0.0,
+            hist: Hist::new()?,
+        })
+    }
+
+    /// Runs `op` for `time` (or until `max_ops` in all), recording each call.
+    fn run(
+        &mut self,
+        time: Duration,
+        max_ops: u64,
+        mut op: impl FnMut() -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let start = Instant::now();
+        while self.ops < max_ops && start.elapsed() < time {
+            let t = Instant::now();
+            op()?;
+            self.hist.record(t.elapsed());
+            self.ops += 1;
+        }
+        self.secs += start.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    fn merge(&mut self, other: Acc) {
+        self.ops += other.ops;
+        self.secs += other.secs;
+        let _ = self.hist.0.add(&other.hist.0);
+    }
+
+    /// Operations per second.
+    fn rate(&self) -> f64 {
+        self.ops as f64 / self.secs.max(1e-9)
+    }
+}
+
 struct Runner<'a> {
     cfg: &'a Config,
     rows: Vec<Row>,
@@ -205,17 +260,38 @@ impl Runner<'_> {
     }
 
     /// Runs `op` repeatedly for the phase time (or `max_ops`), recording each call's latency.
-    fn timed(&self, mut op: impl FnMut() -> Result<(), Error>) -> Result<(u64, f64, Hist), Error> {
-        let mut h = Hist::new()?;
-        let start = Instant::now();
-        let mut ops = 0;
-        while ops < self.cfg.max_ops && start.elapsed() < self.cfg.phase {
-            let t = Instant::now();
-            op()?;
-            h.record(t.elapsed());
-            ops += 1;
+    fn timed(&self, op: impl FnMut() -> Result<(), Error>) -> Result<(u64, f64, Hist), Error> {
+        let mut acc = Acc::new()?;
+        acc.run(self.cfg.phase, self.cfg.max_ops, op)?;
+        Ok((acc.ops, acc.secs, acc.hist))
+    }
+
+    /// Measures several workloads against each other: each runs for [`ROUNDS`] rounds of a
+    /// phase's share, in turn, in the reverse order every other round (ABBA…). This shared
+    /// machine drifts by tens of percent over seconds, so a reference measured a minute before
+    /// the workload compared with it (or a workload measured alone in a slow stretch) makes
+    /// a ratio drift as much; interleaved, the drift falls on all of them alike.
+    fn interleaved(
+        &self,
+        ops: &mut [&mut dyn FnMut(Duration) -> Result<Acc, Error>],
+    ) -> Result<Vec<Acc>, Error> {
+        let round = self.cfg.phase / ROUNDS as u32;
+        let mut accs = ops
+            .iter()
+            .map(|_| Acc::new())
+            .collect::<Result<Vec<_>, _>>()?;
+        for r in 0..ROUNDS {
+            let order: Vec<usize> = if r % 2 == 0 {
+                (0..ops.len()).collect()
+            } else {
+                (0..ops.len()).rev().collect()
+            };
+            for i in order {
+                let a = (ops[i])(round)?;
+                accs[i].merge(a);
+            }
         }
-        Ok((ops, start.elapsed().as_secs_f64(), h))
+        Ok(accs)
     }
 
     fn find(&self, name: &str) -> Option<&Row> {
@@ -234,6 +310,63 @@ impl Runner<'_> {
         }
         r
     }
+}
+
+/// `r` with its ratio to `baseline`, measured in rounds interleaved with it.
+fn paired(mut r: Row, baseline: &str, ratio: f64) -> Row {
+    r.baseline = Some(baseline.into());
+    r.ratio = Some(ratio);
+    r
+}
+
+/// `threads` closed-loop appenders of single entries on `wal` for `time`: each takes the shared
+/// lock only around `write` and waits for durability outside it.
+fn appenders(
+    wal: &Wal,
+    next: &Mutex<u64>,
+    threads: usize,
+    time: Duration,
+    size: usize,
+) -> Result<Acc, Error> {
+    let stop = AtomicBool::new(false);
+    let start = Instant::now();
+    let results = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| -> Result<(u64, Hist), Error> {
+                    let mut h = Hist::new()?;
+                    let mut n = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let t0 = Instant::now();
+                        let ticket = {
+                            let mut g = next.lock().map_err(|_| "lock poisoned")?;
+                            wal.write(WriteBatch::from_entries(entries(&mut g, 1, size)))?
+                        };
+                        wal.wait_durable(ticket)?;
+                        h.record(t0.elapsed());
+                        n += 1;
+                    }
+                    Ok((n, h))
+                })
+            })
+            .collect();
+        std::thread::sleep(time);
+        stop.store(true, Ordering::Relaxed);
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .map_err(|_| Error::from("appender thread panicked"))?
+            })
+            .collect::<Result<Vec<_>, Error>>()
+    })?;
+    let mut acc = Acc::new()?;
+    acc.secs = start.elapsed().as_secs_f64();
+    for (n, h) in results {
+        acc.ops += n;
+        let _ = acc.hist.0.add(&h.0);
+    }
+    Ok(acc)
 }
 
 fn opts(cfg: &Config) -> WalOptions {
@@ -267,7 +400,7 @@ pub fn run(cfg: &Config) -> Result<Report, Error> {
         .tempdir_in(&cfg.dir)?;
     let root = tmp.path();
     let threads = cfg.threads.len();
-    let total_phases = 4 + 3 + threads + 5 + 3 + 1 + 2;
+    let total_phases = 3 + threads + 5 + 3 + 1 + 2;
     let bar = cfg.progress.then(|| {
         let b = indicatif::ProgressBar::new(total_phases as u64);
         b.set_style(
@@ -284,106 +417,101 @@ pub fn run(cfg: &Config) -> Result<Report, Error> {
     };
     let e = cfg.entry_size;
 
-    // 1. The disk.
+    // 1. The disk, and 2. durable appends, each measured in rounds interleaved with the raw
+    // disk writing the same bytes (the disk rows sum those rounds).
     let mut raw = RawFile::create(&root.join("raw"), 256 << 20)?;
+    let mut disk_rows = 0;
     for n in [1u64, 16, 256] {
-        let name = format!("raw fdatasync {}B", record_bytes(n, e));
-        r.phase(&name);
-        let buf = vec![0x5a; record_bytes(n, e)];
-        let (ops, secs, h) = r.timed(|| raw.write_sync(&buf).map(drop).map_err(Into::into))?;
-        r.rows.push(row(
-            "disk",
-            &name,
-            ops,
-            ops * n,
-            ops * buf.len() as u64,
-            secs,
-            &h,
-        ));
-    }
-    r.phase("raw write+fdatasync 1MiB");
-    let mb = vec![0x5a; 1 << 20];
-    let (ops, secs, h) = r.timed(|| raw.write_sync(&mb).map(drop).map_err(Into::into))?;
-    r.rows.push(row(
-        "disk",
-        "raw write+fdatasync 1MiB",
-        ops,
-        ops,
-        ops << 20,
-        secs,
-        &h,
-    ));
-    drop(raw);
-
-    // 2. Durable appends.
-    for n in [1u64, 16, 256] {
+        let raw_name = format!("raw fdatasync {}B", record_bytes(n, e));
         let name = format!("append batch={n}");
         r.phase(&name);
+        let buf = vec![0x5a; record_bytes(n, e)];
         let dir = root.join(format!("append-{n}"));
         let wal = Wal::open(&dir, opts(cfg))?;
         let mut next = 1;
-        let (ops, secs, h) = r.timed(|| {
-            wal.store_logs(&entries(&mut next, n, e))
-                .map_err(Into::into)
-        })?;
-        let row = with_syncs(
-            row("append", &name, ops, ops * n, ops * n * e as u64, secs, &h),
+        let max = cfg.max_ops;
+        let accs = r.interleaved(&mut [
+            &mut |t| {
+                let mut a = Acc::new()?;
+                a.run(t, max, || {
+                    raw.write_sync(&buf).map(drop).map_err(Into::into)
+                })?;
+                Ok(a)
+            },
+            &mut |t| {
+                let mut a = Acc::new()?;
+                a.run(t, max, || {
+                    wal.store_logs(&entries(&mut next, n, e))
+                        .map_err(Into::into)
+                })?;
+                Ok(a)
+            },
+        ])?;
+        let (disk, ours) = (&accs[0], &accs[1]);
+        let bytes = disk.ops * buf.len() as u64;
+        let raw_row = row(
+            "disk",
+            &raw_name,
+            disk.ops,
+            disk.ops * n,
+            bytes,
+            disk.secs,
+            &disk.hist,
+        );
+        let ours_row = with_syncs(
+            row(
+                "append",
+                &name,
+                ours.ops,
+                ours.ops * n,
+                ours.ops * n * e as u64,
+                ours.secs,
+                &ours.hist,
+            ),
             wal.stats(),
         );
-        let base = format!("raw fdatasync {}B", record_bytes(n, e));
-        r.rows.push(r.compare(row, &base));
+        r.rows.insert(disk_rows, raw_row);
+        disk_rows += 1;
+        r.rows
+            .push(paired(ours_row, &raw_name, ours.rate() / disk.rate()));
         drop(wal);
         std::fs::remove_dir_all(&dir)?;
     }
 
-    // 3. Concurrent appenders sharing fsyncs.
+    // 3. Concurrent appenders sharing fsyncs: every thread count in every round, interleaved.
+    let logs = cfg
+        .threads
+        .iter()
+        .map(|&t| -> Result<_, Error> {
+            let dir = root.join(format!("conc-{t}"));
+            Ok((t, Wal::open(&dir, opts(cfg))?, Mutex::new(1u64), dir))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     for &t in &cfg.threads {
+        r.phase(&format!("concurrent appenders={t}"));
+    }
+    let mut runs: Vec<Workload<'_>> = logs
+        .iter()
+        .map(|(t, wal, next, _)| {
+            Box::new(move |time| appenders(wal, next, *t, time, e)) as Workload<'_>
+        })
+        .collect();
+    let mut refs: Vec<&mut dyn FnMut(Duration) -> Result<Acc, Error>> =
+        runs.iter_mut().map(|b| &mut **b as _).collect();
+    let accs = r.interleaved(&mut refs)?;
+    drop(refs);
+    drop(runs);
+    for ((t, wal, _, dir), a) in logs.into_iter().zip(accs) {
         let name = format!("concurrent appenders={t}");
-        r.phase(&name);
-        let dir = root.join(format!("conc-{t}"));
-        let wal = Arc::new(Wal::open(&dir, opts(cfg))?);
-        let next = Arc::new(Mutex::new(1u64));
-        let stop = Arc::new(AtomicBool::new(false));
-        let start = Instant::now();
-        let workers: Vec<_> = (0..t)
-            .map(|_| {
-                let (wal, next, stop) = (wal.clone(), next.clone(), stop.clone());
-                std::thread::spawn(move || -> Result<(u64, Hist), Error> {
-                    let mut h = Hist::new()?;
-                    let mut n = 0;
-                    while !stop.load(Ordering::Relaxed) {
-                        let t0 = Instant::now();
-                        let ticket = {
-                            let mut g = next.lock().map_err(|_| "lock poisoned")?;
-                            wal.write(WriteBatch::from_entries(entries(&mut g, 1, e)))?
-                        };
-                        wal.wait_durable(ticket)?;
-                        h.record(t0.elapsed());
-                        n += 1;
-                    }
-                    Ok((n, h))
-                })
-            })
-            .collect();
-        std::thread::sleep(cfg.phase);
-        stop.store(true, Ordering::Relaxed);
-        let mut total = 0;
-        let mut hist = Hist::new()?;
-        for w in workers {
-            let (n, h) = w.join().map_err(|_| "appender thread panicked")??;
-            total += n;
-            let _ = hist.0.add(&h.0);
-        }
-        let secs = start.elapsed().as_secs_f64();
         let row = with_syncs(
             row(
                 "concurrent",
                 &name,
-                total,
-                total,
-                total * e as u64,
-                secs,
-                &hist,
+                a.ops,
+                a.ops,
+                a.ops * e as u64,
+                a.secs,
+                &a.hist,
             ),
             wal.stats(),
         );
@@ -449,6 +577,8 @@ pub fn run(cfg: &Config) -> Result<Report, Error> {
     // from the page cache (a growing cache needs fresh memory for every page).
     // With compaction (a Raft node keeping the last 128 MiB after each snapshot), retired
     // segment files are recycled: no zero-filling at all.
+    let mb = vec![0x5a; 1 << 20];
+    let mut disk_mb = Acc::new()?;
     for (zero_fill, cached, compact, name) in [
         (true, None, false, "append 1MiB batches"),
         (false, None, false, "append 1MiB batches (sparse segments)"),
@@ -480,12 +610,47 @@ pub fn run(cfg: &Config) -> Result<Report, Error> {
                 append()?;
             }
         }
-        let (ops, secs, h) = r.timed(append)?;
-        let row = row("append", name, ops, ops, ops << 20, secs, &h);
-        r.rows.push(r.compare(row, "raw write+fdatasync 1MiB"));
+        let max = cfg.max_ops;
+        let mut accs = r.interleaved(&mut [
+            &mut |t| {
+                let mut a = Acc::new()?;
+                a.run(t, max, || raw.write_sync(&mb).map(drop).map_err(Into::into))?;
+                Ok(a)
+            },
+            &mut |t| {
+                let mut a = Acc::new()?;
+                a.run(t, max, &mut append)?;
+                Ok(a)
+            },
+        ])?;
+        let ours = accs.pop().ok_or("no measurement")?;
+        let disk = accs.pop().ok_or("no measurement")?;
+        let ratio = ours.rate() / disk.rate();
+        disk_mb.merge(disk);
+        let row = row(
+            "append",
+            name,
+            ours.ops,
+            ours.ops,
+            ours.ops << 20,
+            ours.secs,
+            &ours.hist,
+        );
+        r.rows.push(paired(row, "raw write+fdatasync 1MiB", ratio));
         drop(wal);
         std::fs::remove_dir_all(&dir)?;
     }
+    drop(raw);
+    let raw_mb = row(
+        "disk",
+        "raw write+fdatasync 1MiB",
+        disk_mb.ops,
+        disk_mb.ops,
+        disk_mb.ops << 20,
+        disk_mb.secs,
+        &disk_mb.hist,
+    );
+    r.rows.insert(disk_rows, raw_mb);
 
     // 6. Reads from sealed and active segments, and 7. open time.
     r.phase("building the read/open log");
