@@ -186,10 +186,15 @@ fn next_op(inp: &mut Input<'_>, first: u64, last: u64) -> Op {
     match kind % 10 {
         0..=4 => {
             let t = inp.u8();
+            let truncate_after = (t.is_multiple_of(5) && last > 0).then(|| pick(inp.u32()));
+            let count = u64::from(inp.u8() % 6);
+            // 70,000 bytes: a payload written from the caller's buffer (vectored); one per
+            // batch, so that no input can grow the simulated disk past the fuzzer's memory limit.
+            let size = [0usize, 1, 40, 300, 2000, 5000, 5000, 70_000][usize::from(inp.u8() % 8)];
             Op::Write {
-                truncate_after: (t.is_multiple_of(5) && last > 0).then(|| pick(inp.u32())),
-                count: u64::from(inp.u8() % 6),
-                size: [0usize, 1, 40, 300, 2000, 5000][usize::from(inp.u8() % 6)],
+                truncate_after,
+                count: if size > 5000 { count.min(1) } else { count },
+                size,
                 term: u64::from(inp.u8() % 4) + 1,
                 stable: t
                     .is_multiple_of(3)
