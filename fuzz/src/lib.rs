@@ -278,17 +278,22 @@ fn same(w: &Wal, m: &MemStore) -> bool {
         && w.stable_entries() == m.stable_entries()
 }
 
+/// What happens to unsynced data at the simulated crash, drawn from the input.
+fn crash_policy(inp: &mut Input<'_>) -> CrashPolicy {
+    match inp.u8() % 3 {
+        0 => CrashPolicy::DropAll,
+        1 => CrashPolicy::KeepAll,
+        _ => CrashPolicy::Random(u64::from(inp.u32())),
+    }
+}
+
 /// Target 2: a sequence of operations and a crash schedule. After the crash and reopen, every
 /// acknowledged entry and stable value is present and intact, nothing unacknowledged appears
 /// except the whole in-flight batch, deleted entries never return, and appends work.
 pub fn wal_crash(data: &[u8]) {
     let mut inp = Input::new(data);
     let segment_size = [4096u64, 8192, 65536][usize::from(inp.u8() % 3)];
-    let policy = match inp.u8() % 3 {
-        0 => CrashPolicy::DropAll,
-        1 => CrashPolicy::KeepAll,
-        _ => CrashPolicy::Random(u64::from(inp.u32())),
-    };
+    let policy = crash_policy(&mut inp);
     let faults = match inp.u8() % 4 {
         0 => SimFaults {
             crash_at_op: Some(u64::from(inp.u16() % 400) + 1),
@@ -477,11 +482,7 @@ pub fn raft_storage_crash(data: &[u8]) {
 
     type Store = RaftStorage<Wal, FileSnapshotStore>;
     let mut inp = Input::new(data);
-    let policy = match inp.u8() % 3 {
-        0 => CrashPolicy::DropAll,
-        1 => CrashPolicy::KeepAll,
-        _ => CrashPolicy::Random(u64::from(inp.u32())),
-    };
+    let policy = crash_policy(&mut inp);
     let faults = match inp.u8() % 3 {
         0 => SimFaults {
             fail_sync_at: Some(u64::from(inp.u8() % 40) + 1),

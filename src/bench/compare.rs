@@ -178,27 +178,15 @@ fn reads(s: &dyn Subject, last: u64, phase: Duration) -> Result<f64, Error> {
     Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
-/// Rounds each engine's share of a rate workload is split into.
-const ROUNDS: usize = 4;
-
-/// Runs `ours` and `theirs` for [`ROUNDS`] rounds each, alternating which goes first (ABBA…),
-/// and returns each one's mean rate. This shared machine drifts by tens of percent over
-/// seconds; run back to back once, whichever engine met a slow stretch would take all of it.
+/// Runs `ours` and `theirs` in alternating rounds ([`super::alternate`]) and returns each one's
+/// mean rate.
 fn interleaved(
     mut ours: impl FnMut() -> Result<f64, Error>,
     mut theirs: impl FnMut() -> Result<f64, Error>,
 ) -> Result<(f64, f64), Error> {
-    let (mut a, mut b) = (0.0, 0.0);
-    for r in 0..ROUNDS {
-        if r % 2 == 0 {
-            a += ours()?;
-            b += theirs()?;
-        } else {
-            b += theirs()?;
-            a += ours()?;
-        }
-    }
-    Ok((a / ROUNDS as f64, b / ROUNDS as f64))
+    let r = super::alternate(&mut [&mut ours, &mut theirs])?;
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    Ok((mean(&r[0]), mean(&r[1])))
 }
 
 fn rate(workload: &str, ours: f64, theirs: f64) -> CompareRow {
@@ -230,7 +218,7 @@ pub fn run(
         }
         Ok(d)
     };
-    let round = phase / ROUNDS as u32;
+    let round = phase / super::ROUNDS as u32;
     for n in [1u64, 16, 256] {
         progress(&format!("compare: batches of {n}"));
         let (ours, theirs) = interleaved(

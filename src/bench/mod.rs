@@ -188,11 +188,42 @@ pub(crate) fn row(
     r
 }
 
-/// One workload of [`Runner::interleaved`]: runs for the time given, returns what it measured.
-type Workload<'a> = Box<dyn FnMut(Duration) -> Result<Acc, Error> + 'a>;
+/// One workload of [`interleaved`]: runs for a round, returns what it measured.
+type Workload<'a> = Box<dyn FnMut() -> Result<Acc, Error> + 'a>;
 
-/// Rounds each interleaved workload runs in ([`Runner::interleaved`]).
-const ROUNDS: usize = 4;
+/// Rounds each interleaved measurement runs in ([`alternate`]).
+pub(crate) const ROUNDS: usize = 4;
+
+/// Calls each of `ops` once per round for [`ROUNDS`] rounds, in turn, in the reverse order
+/// every other round (ABBA…), and returns each one's results in round order. This shared
+/// machine drifts by tens of percent over seconds, so a reference measured a minute before the
+/// workload compared with it (or a workload measured alone in a slow stretch) makes a ratio
+/// drift as much; interleaved, the drift falls on all of them alike.
+pub(crate) fn alternate<T>(
+    ops: &mut [&mut dyn FnMut() -> Result<T, Error>],
+) -> Result<Vec<Vec<T>>, Error> {
+    let n = ops.len();
+    let mut out: Vec<Vec<T>> = (0..n).map(|_| Vec::with_capacity(ROUNDS)).collect();
+    for r in 0..ROUNDS {
+        for k in 0..n {
+            let i = if r % 2 == 0 { k } else { n - 1 - k };
+            out[i].push((ops[i])()?);
+        }
+    }
+    Ok(out)
+}
+
+/// [`alternate`] for time-boxed workloads: each one's rounds summed.
+fn interleaved(ops: &mut [&mut dyn FnMut() -> Result<Acc, Error>]) -> Result<Vec<Acc>, Error> {
+    alternate(ops)?
+        .into_iter()
+        .map(|rounds| {
+            let mut sum = Acc::new()?;
+            rounds.into_iter().for_each(|a| sum.merge(a));
+            Ok(sum)
+        })
+        .collect()
+}
 
 /// Operations, time and latencies, accumulated over rounds.
 pub(crate) struct Acc {
@@ -210,22 +241,22 @@ impl Acc {
         })
     }
 
-    /// Runs `op` for `time` (or until `max_ops` in all), recording each call.
-    fn run(
-        &mut self,
+    /// Runs `op` for `time` (or `max_ops` calls), recording each call.
+    fn measure(
         time: Duration,
         max_ops: u64,
         mut op: impl FnMut() -> Result<(), Error>,
-    ) -> Result<(), Error> {
+    ) -> Result<Acc, Error> {
+        let mut a = Acc::new()?;
         let start = Instant::now();
-        while self.ops < max_ops && start.elapsed() < time {
+        while a.ops < max_ops && start.elapsed() < time {
             let t = Instant::now();
             op()?;
-            self.hist.record(t.elapsed());
-            self.ops += 1;
+            a.hist.record(t.elapsed());
+            a.ops += 1;
         }
-        self.secs += start.elapsed().as_secs_f64();
-        Ok(())
+        a.secs = start.elapsed().as_secs_f64();
+        Ok(a)
     }
 
     fn merge(&mut self, other: Acc) {
@@ -261,37 +292,13 @@ impl Runner<'_> {
 
     /// Runs `op` repeatedly for the phase time (or `max_ops`), recording each call's latency.
     fn timed(&self, op: impl FnMut() -> Result<(), Error>) -> Result<(u64, f64, Hist), Error> {
-        let mut acc = Acc::new()?;
-        acc.run(self.cfg.phase, self.cfg.max_ops, op)?;
-        Ok((acc.ops, acc.secs, acc.hist))
+        let a = Acc::measure(self.cfg.phase, self.cfg.max_ops, op)?;
+        Ok((a.ops, a.secs, a.hist))
     }
 
-    /// Measures several workloads against each other: each runs for [`ROUNDS`] rounds of a
-    /// phase's share, in turn, in the reverse order every other round (ABBA…). This shared
-    /// machine drifts by tens of percent over seconds, so a reference measured a minute before
-    /// the workload compared with it (or a workload measured alone in a slow stretch) makes
-    /// a ratio drift as much; interleaved, the drift falls on all of them alike.
-    fn interleaved(
-        &self,
-        ops: &mut [&mut dyn FnMut(Duration) -> Result<Acc, Error>],
-    ) -> Result<Vec<Acc>, Error> {
-        let round = self.cfg.phase / ROUNDS as u32;
-        let mut accs = ops
-            .iter()
-            .map(|_| Acc::new())
-            .collect::<Result<Vec<_>, _>>()?;
-        for r in 0..ROUNDS {
-            let order: Vec<usize> = if r % 2 == 0 {
-                (0..ops.len()).collect()
-            } else {
-                (0..ops.len()).rev().collect()
-            };
-            for i in order {
-                let a = (ops[i])(round)?;
-                accs[i].merge(a);
-            }
-        }
-        Ok(accs)
+    /// A phase's share of one round of an interleaved measurement.
+    fn round(&self) -> Duration {
+        self.cfg.phase / ROUNDS as u32
     }
 
     fn find(&self, name: &str) -> Option<&Row> {
@@ -429,22 +436,15 @@ pub fn run(cfg: &Config) -> Result<Report, Error> {
         let dir = root.join(format!("append-{n}"));
         let wal = Wal::open(&dir, opts(cfg))?;
         let mut next = 1;
-        let max = cfg.max_ops;
-        let accs = r.interleaved(&mut [
-            &mut |t| {
-                let mut a = Acc::new()?;
-                a.run(t, max, || {
-                    raw.write_sync(&buf).map(drop).map_err(Into::into)
-                })?;
-                Ok(a)
-            },
-            &mut |t| {
-                let mut a = Acc::new()?;
-                a.run(t, max, || {
-                    wal.store_logs(&entries(&mut next, n, e))
-                        .map_err(Into::into)
-                })?;
-                Ok(a)
+        let (round, max) = (r.round(), cfg.max_ops);
+        let accs = interleaved(&mut [
+            &mut || Acc::measure(round, max, || Ok(raw.write_sync(&buf).map(drop)?)),
+            &mut || {
+                Acc::measure(
+                    round,
+                    max,
+                    || Ok(wal.store_logs(&entries(&mut next, n, e))?),
+                )
             },
         ])?;
         let (disk, ours) = (&accs[0], &accs[1]);
@@ -490,15 +490,16 @@ pub fn run(cfg: &Config) -> Result<Report, Error> {
     for &t in &cfg.threads {
         r.phase(&format!("concurrent appenders={t}"));
     }
+    let round = r.round();
     let mut runs: Vec<Workload<'_>> = logs
         .iter()
         .map(|(t, wal, next, _)| {
-            Box::new(move |time| appenders(wal, next, *t, time, e)) as Workload<'_>
+            Box::new(move || appenders(wal, next, *t, round, e)) as Workload<'_>
         })
         .collect();
-    let mut refs: Vec<&mut dyn FnMut(Duration) -> Result<Acc, Error>> =
+    let mut refs: Vec<&mut dyn FnMut() -> Result<Acc, Error>> =
         runs.iter_mut().map(|b| &mut **b as _).collect();
-    let accs = r.interleaved(&mut refs)?;
+    let accs = interleaved(&mut refs)?;
     drop(refs);
     drop(runs);
     for ((t, wal, _, dir), a) in logs.into_iter().zip(accs) {
@@ -610,18 +611,10 @@ pub fn run(cfg: &Config) -> Result<Report, Error> {
                 append()?;
             }
         }
-        let max = cfg.max_ops;
-        let mut accs = r.interleaved(&mut [
-            &mut |t| {
-                let mut a = Acc::new()?;
-                a.run(t, max, || raw.write_sync(&mb).map(drop).map_err(Into::into))?;
-                Ok(a)
-            },
-            &mut |t| {
-                let mut a = Acc::new()?;
-                a.run(t, max, &mut append)?;
-                Ok(a)
-            },
+        let (round, max) = (r.round(), cfg.max_ops);
+        let mut accs = interleaved(&mut [
+            &mut || Acc::measure(round, max, || Ok(raw.write_sync(&mb).map(drop)?)),
+            &mut || Acc::measure(round, max, &mut append),
         ])?;
         let ours = accs.pop().ok_or("no measurement")?;
         let disk = accs.pop().ok_or("no measurement")?;
@@ -801,34 +794,35 @@ pub fn run(cfg: &Config) -> Result<Report, Error> {
         while rd.read(&mut buf)? > 0 {}
         Ok(t.elapsed().as_secs_f64())
     };
-    // Raw and snapshot in alternating rounds (ABBA), each figure the mean of its rounds, after
-    // two untimed rounds each: until files are replaced, every one is new page cache, which
-    // this VM's host hands over slowly (a first 256 MiB snapshot wrote in 770 ms, later ones
-    // in 60 ms), and the steady state of a store that replaces its snapshot is the measure.
+    // One turn of each: write (and commit), then read from the device and from the page cache.
+    let mut raw_rounds = 0;
+    let mut raw_turn = || -> Result<[f64; 3], Error> {
+        let (i, path) = (raw_rounds, raw_path(raw_rounds));
+        raw_rounds += 1;
+        let w = write_raw(i)?;
+        raw::evict(&path)?;
+        Ok([w, timed_read(&path)?, timed_read(&path)?])
+    };
+    let mut snap_rounds = 0;
+    let mut snap_turn = || -> Result<[f64; 3], Error> {
+        snap_rounds += 1;
+        let (w, meta) = write_snap(snap_rounds)?;
+        raw::evict(&store.dir().join(&meta.id).join("data"))?;
+        Ok([w, snap_read(&meta.id)?, snap_read(&meta.id)?])
+    };
+    // Two untimed turns each first: until files are replaced, every one is new page cache,
+    // which this VM's host hands over slowly (a first 256 MiB snapshot wrote in 770 ms, later
+    // ones in 60 ms), and the steady state of a store that replaces its snapshot is the measure.
     const WARM: usize = 2;
-    let (mut raw_w, mut raw_cold, mut raw_warm) = (0.0, 0.0, 0.0);
-    let (mut snap_w, mut snap_cold, mut snap_warm) = (0.0, 0.0, 0.0);
-    for round in 0..WARM + ROUNDS {
-        let keep = if round < WARM { 0.0 } else { 1.0 };
-        for raw_turn in [round % 2 == 0, round % 2 != 0] {
-            if raw_turn {
-                raw_w += keep * write_raw(round)?;
-                raw::evict(&raw_path(round))?;
-                raw_cold += keep * timed_read(&raw_path(round))?;
-                raw_warm += keep * timed_read(&raw_path(round))?;
-            } else {
-                let (w, meta) = write_snap(round as u64 + 1)?;
-                snap_w += keep * w;
-                raw::evict(&store.dir().join(&meta.id).join("data"))?;
-                snap_cold += keep * snap_read(&meta.id)?;
-                snap_warm += keep * snap_read(&meta.id)?;
-            }
-        }
+    for _ in 0..WARM {
+        raw_turn()?;
+        snap_turn()?;
     }
+    let turns = alternate(&mut [&mut raw_turn, &mut snap_turn])?;
     std::fs::remove_file(raw_path(WARM + ROUNDS - 1))?;
-    let n = ROUNDS as f64;
-    let (raw_w, raw_cold, raw_warm) = (raw_w / n, raw_cold / n, raw_warm / n);
-    let (snap_w, snap_cold, snap_warm) = (snap_w / n, snap_cold / n, snap_warm / n);
+    let mean = |who: usize, k: usize| turns[who].iter().map(|t| t[k]).sum::<f64>() / ROUNDS as f64;
+    let (raw_w, raw_cold, raw_warm) = (mean(0, 0), mean(0, 1), mean(0, 2));
+    let (snap_w, snap_cold, snap_warm) = (mean(1, 0), mean(1, 1), mean(1, 2));
     let none = Hist::new()?;
     let mut add = |name: &str, secs: f64, base: Option<&str>| {
         let x = row("snapshot", name, 1, 0, sb, secs, &none);

@@ -53,9 +53,9 @@ pub struct WalOptions {
     pub recycle_segments: usize,
     /// Prepare the next segment in a background thread (default `true`), started once the
     /// active segment is an eighth full, or at once when a retired file can be recycled.
-    /// `false` prepares it
-    /// on the writer's thread at rotation, which stalls that write; deterministic simulation
-    /// tests use it so that every file operation happens in a reproducible order.
+    /// `false` prepares it on the writer's thread at rotation, which stalls that write;
+    /// deterministic simulation tests use it so that every file operation happens in a
+    /// reproducible order.
     pub background_prepare: bool,
     /// How long a thread in [`crate::Wal::wait_durable`] may spin for an fsync in flight
     /// before it sleeps (default 500 µs; zero always sleeps). Spinning yields the CPU on every

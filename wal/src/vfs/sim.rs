@@ -435,20 +435,16 @@ impl SimFile {
             }
             s.faults.sync_latency
         };
-        if latency.is_zero() {
-            let mut d = lock(&self.inode.data);
-            d.durable = d.current.clone();
-            d.pending.clear();
-            return Ok(());
-        }
-        // A slow device: what was written when the sync started becomes durable when it ends;
-        // writes made meanwhile stay pending (a crash may still drop or tear them).
+        // What was written when the sync started becomes durable when it ends; writes made
+        // meanwhile (on a slow device) stay pending, and a crash may still drop or tear them.
         let (image, covered) = {
             let d = lock(&self.inode.data);
             (d.current.clone(), d.pending.len())
         };
-        std::thread::sleep(latency);
-        lock(&self.vfs.state).check_alive(self.generation)?;
+        if !latency.is_zero() {
+            std::thread::sleep(latency);
+            lock(&self.vfs.state).check_alive(self.generation)?;
+        }
         let mut d = lock(&self.inode.data);
         d.durable = image;
         d.pending.drain(..covered);
