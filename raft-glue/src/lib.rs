@@ -79,25 +79,38 @@
 //! ```
 
 mod clock;
+mod error;
+mod mailbox;
 mod node;
 mod snapshot;
+mod state_machine;
 mod storage;
-mod tcp;
 mod transport;
+mod types;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use node::{
-    Applied, Config, Error as NodeError, Mailbox, Membership, Node, NodeEvent, Proposal, ReadPoint,
-    ReadVia, Role, StateMachine, Status,
+pub use error::{Error as NodeError, Result as NodeResult};
+pub use mailbox::Mailbox;
+pub use node::{Config, Node, MAX_CLOCK_DRIFT, MESSAGE_OVERHEAD};
+pub use state_machine::{StateMachine, StateSnapshot};
+pub use transport::{
+    MemNetwork, MemTransport, NetFaults, NetStats, Route, TcpServer, TcpTransport, Transport,
+    MAX_FRAME, SNAPSHOT_CHUNK,
 };
-pub use snapshot::StateSnapshot;
-pub use tcp::{TcpServer, TcpTransport, MAX_FRAME, SNAPSHOT_CHUNK};
-pub use transport::{MemNetwork, MemTransport, NetFaults, NetStats, Transport};
+pub use types::{
+    Applied, DropReason, Membership, NodeEvent, Proposal, ReadPoint, ReadVia, Role, Status,
+};
 
 pub use storage::{
     describe_stable_key, encode_conf_state, to_log_entry, to_raft_entry, Error, RaftStorage,
-    CONF_STATE_KEY, HARD_STATE_KEY, SNAPSHOT_KEY,
+    CONF_INDEX_KEY, CONF_STATE_KEY, HARD_STATE_KEY, SNAPSHOT_KEY,
 };
 
 /// raft-rs, re-exported so applications use the same version.
 pub use raft;
+
+/// Locks a mutex, carrying on past a poisoned one (a panicking holder leaves data that every
+/// user here checks or overwrites).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

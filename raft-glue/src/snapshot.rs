@@ -10,18 +10,11 @@
 //!   configuration and hard state recorded in one batch) before the state machine is restored.
 
 use std::io::{self, Read, Write};
+
+use crate::state_machine::{StateMachine, StateSnapshot};
 use std::sync::Arc;
 
 use raftwal_snapshot::{SnapshotMeta, SnapshotSink, SnapshotStore};
-
-/// A point-in-time capture of a state machine, written out while later commands are applied.
-pub trait StateSnapshot: Send + 'static {
-    /// Writes the captured state (the bytes [`crate::StateMachine::restore`] reads back).
-    ///
-    /// # Errors
-    /// I/O errors of `out`, or the application's own (the snapshot is then discarded).
-    fn persist(&mut self, out: &mut dyn Write) -> io::Result<()>;
-}
 
 /// A snapshot received from a leader, written to this node's store but not committed yet.
 pub(crate) trait Received: Send {
@@ -161,7 +154,7 @@ pub(crate) fn write<S: SnapshotStore>(
 
 /// Replaces the state machine's state with the stored snapshot `meta`, reading it to the end
 /// so its checksum is verified.
-pub(crate) fn restore<S: SnapshotStore, M: crate::StateMachine>(
+pub(crate) fn restore<S: SnapshotStore, M: StateMachine>(
     store: &S,
     sm: &mut M,
     meta: &SnapshotMeta,
@@ -171,11 +164,4 @@ pub(crate) fn restore<S: SnapshotStore, M: crate::StateMachine>(
     sm.restore(&mut r).map_err(|e| what(&e))?;
     io::copy(&mut r, &mut io::sink()).map_err(|e| what(&e))?;
     Ok(())
-}
-
-/// A state already serialized: persisting writes the bytes.
-impl StateSnapshot for Vec<u8> {
-    fn persist(&mut self, out: &mut dyn Write) -> io::Result<()> {
-        out.write_all(self)
-    }
 }

@@ -30,6 +30,9 @@ pub const HARD_STATE_KEY: &[u8] = b"raft/hard_state";
 pub const CONF_STATE_KEY: &[u8] = b"raft/conf_state";
 /// Stable key of the last applied snapshot's `(index, term)`.
 pub const SNAPSHOT_KEY: &[u8] = b"raft/snapshot";
+/// Stable key of the index up to which the stored `ConfState` includes every configuration
+/// change (the index of the change that produced it).
+pub const CONF_INDEX_KEY: &[u8] = b"raft/conf_index";
 
 /// Errors of the adapter's own write helpers.
 #[derive(Debug, thiserror::Error)]
@@ -354,6 +357,7 @@ impl<L: BatchStore, S: SnapshotStore> RaftStorage<L, S> {
             ..Default::default()
         };
         b.set(CONF_STATE_KEY, &encode(conf))
+            .set_u64(CONF_INDEX_KEY, n)
             .set(HARD_STATE_KEY, &encode(&hs));
         self.log.commit(b)?;
         lock(&self.cache).clear();
@@ -446,7 +450,8 @@ impl<L: BatchStore, S: SnapshotStore> RaftStorage<L, S> {
         self.append(&[], Some(&hs))
     }
 
-    /// Persists a configuration applied from a committed conf change.
+    /// Persists a configuration applied from a committed conf change (without recording
+    /// which: see [`RaftStorage::set_conf_state_at`]).
     ///
     /// # Errors
     /// Store errors.
@@ -454,6 +459,28 @@ impl<L: BatchStore, S: SnapshotStore> RaftStorage<L, S> {
         let mut b = WriteBatch::new();
         b.set(CONF_STATE_KEY, &encode(cs));
         Ok(self.log.commit(b)?)
+    }
+
+    /// Persists the configuration produced by the conf change at `index`, with that index
+    /// (one atomic, durable batch), so that a restart replaying the log knows which changes
+    /// the stored configuration already includes.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn set_conf_state_at(&self, cs: &ConfState, index: u64) -> Result<(), Error> {
+        let mut b = WriteBatch::new();
+        b.set(CONF_STATE_KEY, &encode(cs))
+            .set_u64(CONF_INDEX_KEY, index);
+        Ok(self.log.commit(b)?)
+    }
+
+    /// The index up to which the stored configuration includes every change (0 if unknown:
+    /// a store written before it was recorded).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn conf_index(&self) -> Result<u64, Error> {
+        Ok(self.log.get_u64(CONF_INDEX_KEY)?.unwrap_or(0))
     }
 
     /// The last applied snapshot's `(index, term)`, `(0, 0)` if none.
@@ -525,6 +552,7 @@ impl<L: BatchStore, S: SnapshotStore> RaftStorage<L, S> {
         }
         b.set(SNAPSHOT_KEY, &mark)
             .set(CONF_STATE_KEY, &encode(meta.get_conf_state()))
+            .set_u64(CONF_INDEX_KEY, meta.index)
             .set(HARD_STATE_KEY, &encode(&hs));
         self.commit_marked(b, (meta.index, meta.term), TailCache::clear)
     }

@@ -31,7 +31,7 @@ use protobuf::Message as _;
 use raft::eraftpb::Message;
 use raftwal_snapshot::SnapshotMeta;
 
-use crate::node::Mailbox;
+use crate::mailbox::Mailbox;
 use crate::transport::Transport;
 
 /// The largest frame accepted (a bigger length field closes the connection).

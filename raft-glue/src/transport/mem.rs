@@ -1,43 +1,17 @@
-//! The transport seam, and an in-memory network for tests with per-link partitions and
-//! seedable message loss, delay, duplication and reordering.
+//! An in-memory network for tests: per-link partitions (both ways or one way), seedable message
+//! loss, delay, duplication and reordering, and rules aimed at one kind of message ([`Route`]):
+//! hold it back, delay it, or cut the network the moment it is sent.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{self, Read};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use raft::eraftpb::Message;
+use raft::eraftpb::{Message, MessageType};
 use raftwal_snapshot::SnapshotMeta;
 
-use crate::node::Mailbox;
-
-/// Carries Raft messages to peers. Sends are fire-and-forget: Raft retries.
-pub trait Transport: Send + Sync + 'static {
-    /// Sends a message to `msg.to`.
-    fn send(&self, msg: Message);
-
-    /// Streams a snapshot to `msg.to` out of band, in chunks rather than inside one message:
-    /// `msg` is the `MsgSnapshot` (metadata only), `meta` the stored snapshot's metadata,
-    /// `data` its bytes. The receiver hands them to its node's
-    /// [`Mailbox::receive_snapshot`]. Called on a thread of its own; returns once the receiver
-    /// has taken the whole snapshot.
-    ///
-    /// # Errors
-    /// The peer is unreachable or refused the snapshot, or reading `data` failed (for example
-    /// a checksum mismatch at its end); Raft is told the send failed and retries later.
-    fn send_snapshot(
-        &self,
-        msg: Message,
-        meta: &SnapshotMeta,
-        data: &mut dyn Read,
-    ) -> io::Result<()>;
-
-    /// Peers found unreachable since the last call; the node reports them to Raft, which then
-    /// stops pipelining to them until they answer. None by default.
-    fn unreachable(&self) -> Vec<u64> {
-        Vec::new()
-    }
-}
+use crate::mailbox::Mailbox;
+use crate::transport::Transport;
 
 /// Message faults an in-memory network injects, decided by a seeded PRNG.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -56,6 +30,53 @@ pub struct NetFaults {
     pub seed: u64,
 }
 
+/// Which messages a rule applies to: every field that is set must match.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Route {
+    /// The sender.
+    pub from: Option<u64>,
+    /// The recipient.
+    pub to: Option<u64>,
+    /// The message type.
+    pub msg_type: Option<MessageType>,
+}
+
+impl Route {
+    /// Every message of one type.
+    pub fn of(msg_type: MessageType) -> Self {
+        Route {
+            msg_type: Some(msg_type),
+            ..Route::default()
+        }
+    }
+
+    /// Messages of one type from one node.
+    pub fn from(from: u64, msg_type: MessageType) -> Self {
+        Route {
+            from: Some(from),
+            msg_type: Some(msg_type),
+            ..Route::default()
+        }
+    }
+
+    fn matches(&self, m: &Message) -> bool {
+        self.from.is_none_or(|f| f == m.from)
+            && self.to.is_none_or(|t| t == m.to)
+            && self.msg_type.is_none_or(|t| t == m.get_msg_type())
+    }
+}
+
+/// What happens to the messages of a [`Route`].
+#[derive(Debug, Clone)]
+enum Rule {
+    /// Kept until [`MemNetwork::release`].
+    Hold(Route),
+    /// Delivered this much later.
+    Delay(Route, Duration),
+    /// The first one sent cuts these links (before it is delivered), then the rule is gone.
+    CutOn(Route, Vec<(u64, u64)>),
+}
+
 #[derive(Default)]
 struct Net {
     mailboxes: HashMap<u64, Mailbox>,
@@ -65,6 +86,9 @@ struct Net {
     rng: u64,
     /// Messages held back for reordering.
     held: Vec<Message>,
+    /// Messages held back by a [`Rule::Hold`], in the order sent.
+    parked: Vec<Message>,
+    rules: Vec<Rule>,
     stats: NetStats,
     /// Snapshot streams still to break halfway.
     fail_snapshots: u32,
@@ -87,6 +111,8 @@ pub struct NetStats {
     pub snapshots: u64,
     /// Snapshot streams that failed (cut link, no peer, injected failure, refused).
     pub snapshots_failed: u64,
+    /// Held back by a rule ([`MemNetwork::hold`]).
+    pub held: u64,
 }
 
 impl Net {
@@ -157,9 +183,51 @@ impl MemNetwork {
         }
     }
 
-    /// Restores every link.
+    /// Cuts the link from `from` to `to` only: messages the other way still pass.
+    pub fn cut(&self, from: u64, to: u64) {
+        self.lock().cut.insert((from, to));
+    }
+
+    /// Restores every link and forgets armed [`MemNetwork::partition_on`] triggers (holds and
+    /// delays stay until [`MemNetwork::release`]).
     pub fn heal(&self) {
-        self.lock().cut.clear();
+        let mut n = self.lock();
+        n.cut.clear();
+        n.rules.retain(|r| !matches!(r, Rule::CutOn(..)));
+    }
+
+    /// Holds back every message of `route` from now on, until [`MemNetwork::release`].
+    pub fn hold(&self, route: Route) {
+        self.lock().rules.push(Rule::Hold(route));
+    }
+
+    /// Delays every message of `route` by `by` from now on, until [`MemNetwork::release`].
+    pub fn delay(&self, route: Route, by: Duration) {
+        self.lock().rules.push(Rule::Delay(route, by));
+    }
+
+    /// Partitions `a` from `b` (both ways) the moment a message of `route` is sent, before it
+    /// is delivered; once.
+    pub fn partition_on(&self, route: Route, a: &[u64], b: &[u64]) {
+        let links = a
+            .iter()
+            .flat_map(|&x| b.iter().flat_map(move |&y| [(x, y), (y, x)]))
+            .collect();
+        self.lock().rules.push(Rule::CutOn(route, links));
+    }
+
+    /// Ends every hold and delay, and delivers the held messages in the order they were sent
+    /// (through the links as they are now).
+    pub fn release(&self) {
+        let parked = {
+            let mut n = self.lock();
+            n.rules
+                .retain(|r| !matches!(r, Rule::Hold(_) | Rule::Delay(..)));
+            std::mem::take(&mut n.parked)
+        };
+        for m in parked {
+            self.transport(m.from).send(m);
+        }
     }
 
     /// Counts of what the network did so far.
@@ -205,8 +273,36 @@ impl Transport for MemTransport {
                 }
             }
             n.stats.sent += 1;
-            if n.cut.contains(&(self.from, msg.to)) || n.chance(f.drop) {
+            let mut rule_delay = None;
+            let mut hold = false;
+            let mut i = 0;
+            while i < n.rules.len() {
+                match &n.rules[i] {
+                    Rule::CutOn(r, _) if r.matches(&msg) => {
+                        if let Rule::CutOn(_, links) = n.rules.remove(i) {
+                            n.cut.extend(links);
+                        }
+                        continue;
+                    }
+                    Rule::Hold(r) if r.matches(&msg) => {
+                        hold = true;
+                        break;
+                    }
+                    Rule::Delay(r, by) if r.matches(&msg) => rule_delay = Some(*by),
+                    _ => {}
+                }
+                i += 1;
+            }
+            if hold {
+                n.stats.held += 1;
+                n.parked.push(msg);
+            } else if n.cut.contains(&(self.from, msg.to)) || n.chance(f.drop) {
                 n.stats.dropped += 1;
+            } else if let Some(by) = rule_delay {
+                if let Some(mb) = n.mailboxes.get(&msg.to).cloned() {
+                    n.stats.delayed += 1;
+                    late = Some((mb, msg, by));
+                }
             } else if n.chance(f.reorder) {
                 n.stats.reordered += 1;
                 n.held.push(msg);

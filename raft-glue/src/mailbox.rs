@@ -1,0 +1,134 @@
+//! The node's event queue and the [`Mailbox`] through which transports hand it messages and
+//! snapshots.
+
+use std::io::{self, Read};
+use std::sync::mpsc::{self, Sender, SyncSender};
+use std::sync::Arc;
+use std::time::Instant;
+
+use raft::eraftpb::{ConfChangeV2, Message, MessageType};
+use raftwal_snapshot::SnapshotMeta;
+
+use crate::error::Result;
+use crate::snapshot::{Inbox, Received};
+use crate::types::{Applied, ReadPoint};
+
+/// Where a command's outcome goes.
+pub(crate) type Reply = SyncSender<Result<Applied>>;
+
+/// Who waits for a read point, and for what.
+pub(crate) enum ReadRequest {
+    /// `read_index` (or, with `leader_only`, `verify_leader`, which needs no apply).
+    Index {
+        reply: SyncSender<Result<u64>>,
+        leader_only: bool,
+    },
+    /// `lease_read`.
+    Lease(SyncSender<Result<ReadPoint>>),
+}
+
+/// What a node's thread is asked to do.
+pub(crate) enum Event {
+    Propose {
+        data: Vec<u8>,
+        reply: Reply,
+    },
+    ConfChange {
+        cc: ConfChangeV2,
+        reply: Reply,
+    },
+    /// A read; the caller stops waiting at `deadline`.
+    Read {
+        request: ReadRequest,
+        deadline: Instant,
+    },
+    /// The persistence thread made round `number` durable: its messages may go now.
+    Persisted {
+        number: u64,
+        msgs: Vec<Message>,
+    },
+    PersistFailed(String),
+    Transfer {
+        to: u64,
+    },
+    Step(Box<Message>),
+    /// Take a snapshot now.
+    Snapshot(SyncSender<Result<SnapshotMeta>>),
+    /// The snapshot thread finished.
+    SnapshotTaken(std::result::Result<SnapshotMeta, String>),
+    /// A snapshot stream to a follower ended.
+    SnapshotSent {
+        to: u64,
+        ok: bool,
+    },
+    /// A leader's snapshot, received and verified, for Raft to accept (or not).
+    SnapshotReceived {
+        msg: Box<Message>,
+        data: Box<dyn Received>,
+    },
+    Shutdown,
+}
+
+/// Where a transport delivers a node's incoming messages and snapshots.
+#[derive(Clone)]
+pub struct Mailbox {
+    pub(crate) tx: Sender<Event>,
+    pub(crate) inbox: Arc<dyn Inbox>,
+}
+
+impl std::fmt::Debug for Mailbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Mailbox")
+    }
+}
+
+impl Mailbox {
+    /// Hands a message to the node (dropped if it has stopped).
+    pub fn deliver(&self, msg: Message) {
+        let _ = self.tx.send(Event::Step(Box::new(msg)));
+    }
+
+    /// Receives a snapshot a leader streams out of band: `msg` is its `MsgSnapshot` (the
+    /// metadata), `meta` the sender's stored metadata, `data` the bytes. They are written into
+    /// this node's snapshot store and checked against `meta`'s size and checksum, then Raft
+    /// decides: the snapshot is committed and installed if it accepts it, discarded if not.
+    /// Returns once the data is written and handed over.
+    ///
+    /// # Errors
+    /// A message that is not the snapshot's, a short or damaged stream, the store's errors, or
+    /// a stopped node; nothing is kept then.
+    pub fn receive_snapshot(
+        &self,
+        msg: Message,
+        meta: &SnapshotMeta,
+        data: &mut dyn Read,
+    ) -> io::Result<()> {
+        let m = msg.get_snapshot().get_metadata();
+        if msg.get_msg_type() != MessageType::MsgSnapshot
+            || (m.index, m.term) != (meta.index, meta.term)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a {:?} for index {} (term {}) does not announce snapshot {} at index {} (term {})",
+                    msg.get_msg_type(),
+                    m.index,
+                    m.term,
+                    meta.id,
+                    meta.index,
+                    meta.term
+                ),
+            ));
+        }
+        let data = self.inbox.receive(meta, data)?;
+        let ev = Event::SnapshotReceived {
+            msg: Box::new(msg),
+            data,
+        };
+        if let Err(mpsc::SendError(Event::SnapshotReceived { data, .. })) = self.tx.send(ev) {
+            data.cancel();
+            return Err(io::Error::other("the node has stopped"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,212 @@
+//! The gate between the network and Raft: every message a transport delivers is checked here
+//! before raft-rs sees it, and dropped (and counted, by [`DropReason`]) unless it is one a
+//! correct peer could have sent. raft-rs trusts its input: it panics on some malformed
+//! messages (an empty `MsgReadIndex`, a heartbeat committing past the log, a term that
+//! overflows) and obeys any well-formed one.
+//!
+//! It also keeps a restarted node's promise (see the lease argument in `reads.rs`): for a
+//! whole election timeout after the node starts, it grants no vote and no pre-vote (except to
+//! a leadership transfer, which its leader started).
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, EntryType, Message, MessageType};
+use raft::{RawNode, StateRole, Storage, CAMPAIGN_TRANSFER};
+
+use crate::types::DropReason;
+
+/// Terms this close to `u64::MAX` are refused outright: a node never gets near an overflow.
+const TERM_CEILING: u64 = u64::MAX - (1 << 32);
+
+/// The checks, and what they dropped.
+#[derive(Debug)]
+pub(crate) struct Guard {
+    id: u64,
+    /// No votes before then (the node's clock).
+    quiet_until: Instant,
+    max_term_gap: u64,
+    dropped: BTreeMap<DropReason, u64>,
+}
+
+impl Guard {
+    pub(crate) fn new(id: u64, quiet_until: Instant, max_term_gap: u64) -> Self {
+        Guard {
+            id,
+            quiet_until,
+            max_term_gap,
+            dropped: BTreeMap::new(),
+        }
+    }
+
+    /// Messages dropped so far, by reason.
+    pub(crate) fn dropped(&self) -> &BTreeMap<DropReason, u64> {
+        &self.dropped
+    }
+
+    /// Whether `m` may be stepped into Raft; counts it if not. `snapshot` says it came with
+    /// its data through the snapshot path.
+    pub(crate) fn admit<S: Storage>(
+        &mut self,
+        node: &RawNode<S>,
+        m: &Message,
+        now: Instant,
+        snapshot: bool,
+    ) -> bool {
+        match self.check(node, m, now, snapshot) {
+            Ok(()) => true,
+            Err(r) => {
+                *self.dropped.entry(r).or_default() += 1;
+                false
+            }
+        }
+    }
+
+    fn check<S: Storage>(
+        &self,
+        node: &RawNode<S>,
+        m: &Message,
+        now: Instant,
+        snapshot: bool,
+    ) -> Result<(), DropReason> {
+        use MessageType as T;
+        let r = &node.raft;
+        let t = m.get_msg_type();
+        let peer_type = matches!(
+            t,
+            T::MsgAppend
+                | T::MsgAppendResponse
+                | T::MsgRequestVote
+                | T::MsgRequestVoteResponse
+                | T::MsgRequestPreVote
+                | T::MsgRequestPreVoteResponse
+                | T::MsgHeartbeat
+                | T::MsgHeartbeatResponse
+                | T::MsgTimeoutNow
+                | T::MsgReadIndex
+                | T::MsgReadIndexResp
+        ) || (t == T::MsgSnapshot && snapshot);
+        if !peer_type {
+            return Err(DropReason::NotFromPeers);
+        }
+        if m.to != self.id || m.from == self.id || m.from == 0 {
+            return Err(DropReason::Misaddressed);
+        }
+        let conf = r.prs().conf().to_conf_state();
+        if !is_member(&conf, m.from) && !is_empty(&conf) {
+            return Err(DropReason::NotAMember);
+        }
+        // Forwarded reads carry no term (raft-rs treats them as local); everything else does.
+        let term_ok = if t == T::MsgReadIndex {
+            m.term == 0 || m.term <= r.term
+        } else {
+            m.term >= 1 && m.term < TERM_CEILING && m.term - r.term.min(m.term) <= self.max_term_gap
+        };
+        if !term_ok {
+            return Err(DropReason::TermOutOfRange);
+        }
+        let last = r.raft_log.last_index();
+        let malformed = Err(DropReason::Malformed);
+        match t {
+            T::MsgRequestVote | T::MsgRequestPreVote => {
+                if m.log_term > m.term {
+                    return malformed;
+                }
+                if now < self.quiet_until && m.context != CAMPAIGN_TRANSFER {
+                    return Err(DropReason::VoteAfterRestart);
+                }
+            }
+            T::MsgAppend => {
+                if m.log_term > m.term || m.index.checked_add(m.entries.len() as u64).is_none() {
+                    return malformed;
+                }
+                let mut term = m.log_term;
+                for (i, e) in m.entries.iter().enumerate() {
+                    if e.index != m.index + 1 + i as u64 || e.term < term || e.term > m.term {
+                        return malformed;
+                    }
+                    term = e.term;
+                    if !conf_change_decodes(e.get_entry_type(), &e.data) {
+                        return malformed;
+                    }
+                }
+            }
+            T::MsgHeartbeat if m.commit > last => return malformed,
+            T::MsgAppendResponse if m.index > last || m.reject_hint > last => return malformed,
+            T::MsgReadIndex if m.entries.len() != 1 || r.state != StateRole::Leader => {
+                return malformed;
+            }
+            T::MsgReadIndexResp | T::MsgTimeoutNow => {
+                if m.from != r.leader_id || m.term != r.term {
+                    return Err(DropReason::NotFromLeader);
+                }
+                if t == T::MsgReadIndexResp && m.entries.len() != 1 {
+                    return malformed;
+                }
+            }
+            T::MsgSnapshot => {
+                let meta = m.get_snapshot().get_metadata();
+                if meta.index == 0
+                    || meta.term == 0
+                    || meta.term > m.term
+                    || !valid_conf_state(meta.get_conf_state())
+                {
+                    return malformed;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn is_member(cs: &ConfState, id: u64) -> bool {
+    [
+        &cs.voters,
+        &cs.learners,
+        &cs.voters_outgoing,
+        &cs.learners_next,
+    ]
+    .iter()
+    .any(|ids| ids.contains(&id))
+}
+
+fn is_empty(cs: &ConfState) -> bool {
+    cs.voters.is_empty() && cs.learners.is_empty() && cs.voters_outgoing.is_empty()
+}
+
+/// A configuration raft-rs can restore: some voter, no zero id, no node both voter and
+/// learner, learners-next only in a joint configuration and among the outgoing voters.
+pub(crate) fn valid_conf_state(cs: &ConfState) -> bool {
+    let joint = !cs.voters_outgoing.is_empty();
+    let all = cs
+        .voters
+        .iter()
+        .chain(&cs.learners)
+        .chain(&cs.voters_outgoing)
+        .chain(&cs.learners_next);
+    !cs.voters.is_empty()
+        && all.clone().all(|&id| id != 0)
+        && !cs.voters.iter().any(|v| cs.learners.contains(v))
+        && !cs.voters_outgoing.iter().any(|v| cs.learners.contains(v))
+        && !cs
+            .learners_next
+            .iter()
+            .any(|l| cs.learners.contains(l) || cs.voters.contains(l))
+        && cs
+            .learners_next
+            .iter()
+            .all(|l| cs.voters_outgoing.contains(l))
+        && (joint || (cs.learners_next.is_empty() && !cs.auto_leave))
+}
+
+/// Whether an entry of this type carries a configuration change that decodes (other types
+/// pass).
+pub(crate) fn conf_change_decodes(t: EntryType, data: &[u8]) -> bool {
+    use protobuf::Message as _;
+    match t {
+        EntryType::EntryNormal => true,
+        EntryType::EntryConfChange => ConfChange::default().merge_from_bytes(data).is_ok(),
+        EntryType::EntryConfChangeV2 => ConfChangeV2::default().merge_from_bytes(data).is_ok(),
+    }
+}
