@@ -78,7 +78,7 @@ pub struct Status {
     pub voters: Vec<u64>,
     /// The configuration: learners.
     pub learners: Vec<u64>,
-    /// While a joint configuration is in force (after [`Node::change_membership`]), the
+    /// While a joint configuration is in force (after [`Node::change_membership`](crate::Node::change_membership)), the
     /// previous voters, whose quorum is also needed; empty otherwise.
     pub voters_outgoing: Vec<u64>,
     /// On a leader: each peer's id and matched log index.
@@ -96,7 +96,7 @@ pub struct Applied {
     pub response: Vec<u8>,
 }
 
-/// One change of [`Node::change_membership`].
+/// One change of [`Node::change_membership`](crate::Node::change_membership).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Membership {
     /// Add a voter (or promote a learner).
@@ -107,7 +107,7 @@ pub enum Membership {
     Remove(u64),
 }
 
-/// A command proposed with [`Node::propose`], on its way to being committed and applied.
+/// A command proposed with [`Node::propose`](crate::Node::propose), on its way to being committed and applied.
 #[derive(Debug)]
 pub struct Proposal(pub(crate) Receiver<Result<Applied>>);
 
@@ -115,7 +115,7 @@ impl Proposal {
     /// Waits for the outcome.
     ///
     /// # Errors
-    /// As [`Node::apply`]; [`Error::Timeout`] if it is not known in time (the command may
+    /// As [`Node::apply`](crate::Node::apply); [`Error::Timeout`] if it is not known in time (the command may
     /// still commit).
     pub fn wait(self, timeout: Duration) -> Result<Applied> {
         match self.0.recv_timeout(timeout) {
@@ -135,7 +135,7 @@ impl Proposal {
     }
 }
 
-/// A change a node announces to its subscribers ([`Node::subscribe`]).
+/// A change a node announces to its subscribers ([`Node::subscribe`](crate::Node::subscribe)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeEvent {
     /// The known leader or the term changed.
