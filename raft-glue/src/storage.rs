@@ -33,6 +33,9 @@ pub const SNAPSHOT_KEY: &[u8] = b"raft/snapshot";
 /// Stable key of the index up to which the stored `ConfState` includes every configuration
 /// change (the index of the change that produced it).
 pub const CONF_INDEX_KEY: &[u8] = b"raft/conf_index";
+/// Stable key of the compaction point: the `(index, term)` of the last entry compacted away,
+/// so that the term of the entry just before the first index stays known.
+pub const COMPACTED_KEY: &[u8] = b"raft/compacted";
 
 /// Errors of the adapter's own write helpers.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +54,23 @@ pub enum Error {
         index: u64,
         /// Its term.
         term: u64,
+    },
+    /// A snapshot older than the log's first index (raft-rs's `SnapshotOutOfDate`); nothing
+    /// was written.
+    #[error("the snapshot at index {index} is older than the log, which starts at {first}")]
+    SnapshotOutOfDate {
+        /// The snapshot's index.
+        index: u64,
+        /// The log's first index.
+        first: u64,
+    },
+    /// Compaction past the end of the log; nothing was written.
+    #[error("cannot compact the log to {index}: its last index is {last}")]
+    CompactBeyondLog {
+        /// The first index asked to keep.
+        index: u64,
+        /// The log's last index.
+        last: u64,
     },
     /// A stored Raft state did not decode.
     #[error("stored {what} does not decode: {detail}")]
@@ -189,6 +209,31 @@ fn encode(m: &impl protobuf::Message) -> Vec<u8> {
     m.write_to_bytes().unwrap_or_default()
 }
 
+/// Encodes an `(index, term)` pair (the snapshot mark, the compaction point): 16 bytes,
+/// little-endian.
+fn encode_mark((index, term): (u64, u64)) -> Vec<u8> {
+    let mut b = index.to_le_bytes().to_vec();
+    b.extend_from_slice(&term.to_le_bytes());
+    b
+}
+
+/// Decodes what [`encode_mark`] wrote; `(0, 0)` for an absent key.
+fn decode_mark(what: &'static str, b: Option<Vec<u8>>) -> Result<(u64, u64), Error> {
+    let Some(b) = b else {
+        return Ok((0, 0));
+    };
+    let word = |i: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(b.get(i..i + 8)?.try_into().ok()?))
+    };
+    match (b.len(), word(0), word(8)) {
+        (16, Some(index), Some(term)) => Ok((index, term)),
+        _ => Err(Error::Decode {
+            what,
+            detail: format!("{} bytes, 16 expected", b.len()),
+        }),
+    }
+}
+
 /// Describes one of the adapter's stable keys for people (the `raftwal inspect` tool): the hard
 /// state, the configuration, the snapshot mark. `None` for any other key, or a value that does
 /// not decode.
@@ -216,10 +261,16 @@ pub fn describe_stable_key(key: &[u8], value: &[u8]) -> Option<String> {
         return Some(s);
     }
     if key == SNAPSHOT_KEY {
-        let (i, t) = (value.get(..8)?, value.get(8..16)?);
-        let index = u64::from_le_bytes(i.try_into().ok()?);
-        let term = u64::from_le_bytes(t.try_into().ok()?);
+        let (index, term) = decode_mark("snapshot mark", Some(value.to_vec())).ok()?;
         return Some(format!("snapshot at index {index}, term {term}"));
+    }
+    if key == COMPACTED_KEY {
+        let (index, term) = decode_mark("compaction point", Some(value.to_vec())).ok()?;
+        return Some(format!("compacted up to index {index}, term {term}"));
+    }
+    if key == CONF_INDEX_KEY {
+        let index = u64::from_le_bytes(value.try_into().ok()?);
+        return Some(format!("configuration as of index {index}"));
     }
     None
 }
@@ -285,18 +336,28 @@ pub struct RaftStorage<L, S> {
     cache: Mutex<TailCache>,
     /// The snapshot mark, once read.
     mark: Mutex<Option<(u64, u64)>>,
+    /// The compaction point, once read.
+    compacted: Mutex<Option<(u64, u64)>>,
 }
 
 impl<L: BatchStore, S: SnapshotStore> RaftStorage<L, S> {
-    /// Wraps the stores.
+    /// Wraps the stores, and protects the snapshot the log's durable mark names from the
+    /// snapshot store's retention ([`SnapshotStore::protect`]).
     pub fn new(log: L, snapshots: S) -> Self {
-        RaftStorage {
+        let s = RaftStorage {
             log: std::sync::Arc::new(log),
             snapshots: std::sync::Arc::new(snapshots),
             wanted: std::sync::atomic::AtomicBool::new(false),
             cache: Mutex::default(),
             mark: Mutex::default(),
+            compacted: Mutex::default(),
+        };
+        if let Ok((index, term)) = s.snapshot_mark() {
+            if index > 0 {
+                s.snapshots.protect(index, term);
+            }
         }
+        s
     }
 
     /// The log store.
@@ -492,22 +553,7 @@ impl<L: BatchStore, S: SnapshotStore> RaftStorage<L, S> {
         if let Some(m) = *cached {
             return Ok(m);
         }
-        let m = match self.log.get(SNAPSHOT_KEY)? {
-            Some(b) if b.len() == 16 => {
-                let mut i = [0u8; 8];
-                let mut t = [0u8; 8];
-                i.copy_from_slice(&b[..8]);
-                t.copy_from_slice(&b[8..]);
-                (u64::from_le_bytes(i), u64::from_le_bytes(t))
-            }
-            Some(b) => {
-                return Err(Error::Decode {
-                    what: "snapshot mark",
-                    detail: format!("{} bytes, 16 expected", b.len()),
-                })
-            }
-            None => (0, 0),
-        };
+        let m = decode_mark("snapshot mark", self.log.get(SNAPSHOT_KEY)?)?;
         *cached = Some(m);
         Ok(m)
     }
@@ -526,6 +572,8 @@ impl<L: BatchStore, S: SnapshotStore> RaftStorage<L, S> {
         if r.is_ok() {
             cut(&mut cache);
             *cached = Some(mark);
+            // The new mark is durable: its snapshot is the one to keep from now on.
+            self.snapshots.protect(mark.0, mark.1);
         } else {
             cache.clear();
             *cached = None;
@@ -538,13 +586,20 @@ impl<L: BatchStore, S: SnapshotStore> RaftStorage<L, S> {
     /// configuration and hard state (commit ≥ the snapshot's index) are recorded.
     ///
     /// # Errors
-    /// Store errors; nothing changes then.
+    /// [`Error::SnapshotOutOfDate`] for a snapshot older than the log's first index; store
+    /// errors. Nothing changes then.
     pub fn apply_snapshot(&self, meta: &SnapshotMetadata) -> Result<(), Error> {
+        let first = self.first()?;
+        if meta.index < first {
+            return Err(Error::SnapshotOutOfDate {
+                index: meta.index,
+                first,
+            });
+        }
         let mut hs = self.hard_state()?;
         hs.term = hs.term.max(meta.term);
         hs.commit = hs.commit.max(meta.index);
-        let mut mark = meta.index.to_le_bytes().to_vec();
-        mark.extend_from_slice(&meta.term.to_le_bytes());
+        let mark = encode_mark((meta.index, meta.term));
         let mut b = WriteBatch::new();
         let first = self.log.first_index()?;
         if self.log.last_index()? != 0 {
@@ -572,18 +627,59 @@ impl<L: BatchStore, S: SnapshotStore> RaftStorage<L, S> {
         compact_to: u64,
     ) -> Result<(), Error> {
         self.record_mark(snapshot_index, snapshot_term)?;
-        let first = self.log.first_index()?;
         let upto = compact_to.min(snapshot_index).min(self.log.last_index()?);
-        if first != 0 && upto >= first {
-            let r = self.log.delete_range(first, upto);
-            let mut cache = lock(&self.cache);
-            match r {
-                Ok(()) => cache.drop_upto(upto),
-                Err(_) => cache.clear(),
-            }
-            r?;
+        if upto >= self.log.first_index()? && upto > 0 {
+            self.compact_log(upto + 1)?;
         }
         Ok(())
+    }
+
+    /// Discards the entries before `index` (raft-rs's `MemStorage::compact`): `index` becomes
+    /// the first index. The term of the entry before it (the compaction point) is recorded
+    /// first, so [`raft::Storage::term`] still answers for it and a follower whose next entry
+    /// is the first one is sent entries, not a snapshot. Compacting to or below the first
+    /// index does nothing. Only entries known to be applied may be compacted.
+    ///
+    /// # Errors
+    /// [`Error::CompactBeyondLog`] past `last_index + 1`; store errors.
+    pub fn compact_log(&self, index: u64) -> Result<(), Error> {
+        let first = self.first()?;
+        let last = self.last()?;
+        if index <= first {
+            return Ok(());
+        }
+        if index > last + 1 {
+            return Err(Error::CompactBeyondLog { index, last });
+        }
+        let term = raft::Storage::term(self, index - 1).map_err(|e| Error::Decode {
+            what: "compaction point",
+            detail: e.to_string(),
+        })?;
+        let point = (index - 1, term);
+        self.log.set(COMPACTED_KEY, &encode_mark(point))?;
+        *lock(&self.compacted) = Some(point);
+        let r = self.log.delete_range(first, index - 1);
+        let mut cache = lock(&self.cache);
+        match r {
+            Ok(()) => cache.drop_upto(index - 1),
+            Err(_) => cache.clear(),
+        }
+        Ok(r?)
+    }
+
+    /// The compaction point: the `(index, term)` of the last entry compacted away, `(0, 0)` if
+    /// none was recorded.
+    ///
+    /// # Errors
+    /// Store or decode errors.
+    pub fn compaction_point(&self) -> Result<(u64, u64), Error> {
+        let mut cached = lock(&self.compacted);
+        if let Some(p) = *cached {
+            return Ok(p);
+        }
+        let p = decode_mark("compaction point", self.log.get(COMPACTED_KEY)?)?;
+        *cached = Some(p);
+        Ok(p)
     }
 
     fn record_mark(&self, index: u64, term: u64) -> Result<(), Error> {
@@ -592,8 +688,7 @@ impl<L: BatchStore, S: SnapshotStore> RaftStorage<L, S> {
         }
         let mut hs = self.hard_state()?;
         hs.commit = hs.commit.max(index);
-        let mut mark = index.to_le_bytes().to_vec();
-        mark.extend_from_slice(&term.to_le_bytes());
+        let mark = encode_mark((index, term));
         let mut b = WriteBatch::new();
         b.set(SNAPSHOT_KEY, &mark).set(HARD_STATE_KEY, &encode(&hs));
         self.commit_marked(b, (index, term), |_| {})
@@ -680,11 +775,15 @@ impl<L: BatchStore, S: SnapshotStore> raft::Storage for RaftStorage<L, S> {
         if low >= high {
             return Ok(Vec::new());
         }
+        // The log limits by payload bytes, never more than the encoded size Raft counts, so
+        // what it returns covers Raft's limit; the limit is then applied as Raft counts it.
         let v = self
             .log
             .get_logs(low, high, max.unwrap_or(u64::MAX))
             .map_err(store_err)?;
-        Ok(v.into_iter().map(to_raft_entry).collect())
+        let mut v: Vec<Entry> = v.into_iter().map(to_raft_entry).collect();
+        raft::util::limit_size(&mut v, max);
+        Ok(v)
     }
 
     fn term(&self, idx: u64) -> raft::Result<u64> {
@@ -697,6 +796,12 @@ impl<L: BatchStore, S: SnapshotStore> raft::Storage for RaftStorage<L, S> {
         }
         let first = self.first().map_err(store_err)?;
         let last = self.last().map_err(store_err)?;
+        if idx + 1 == first && idx > 0 {
+            let (point, term) = self.compaction_point().map_err(store_err)?;
+            if point == idx {
+                return Ok(term);
+            }
+        }
         if idx < first {
             return if idx == 0 {
                 Ok(0)

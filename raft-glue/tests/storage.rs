@@ -396,7 +396,8 @@ struct Acked {
 
 type SimStorage = RaftStorage<Wal, raftwal_snapshot::FileSnapshotStore>;
 
-fn sim_storage(vfs: &raftwal_wal::vfs::SimVfs) -> Result<SimStorage, String> {
+/// A node's stores on the simulated disk, its snapshot store keeping `retain` snapshots.
+fn sim_storage(vfs: &raftwal_wal::vfs::SimVfs, retain: usize) -> Result<SimStorage, String> {
     let v = std::sync::Arc::new(vfs.process());
     let wal = Wal::open(
         "/n/wal",
@@ -406,7 +407,7 @@ fn sim_storage(vfs: &raftwal_wal::vfs::SimVfs) -> Result<SimStorage, String> {
             .vfs(v.clone()),
     )
     .map_err(|e| e.to_string())?;
-    let snaps = raftwal_snapshot::FileSnapshotStore::open_with("/n/snapshots", 2, v)
+    let snaps = raftwal_snapshot::FileSnapshotStore::open_with("/n/snapshots", retain, v)
         .map_err(|e| e.to_string())?;
     Ok(RaftStorage::new(wal, snaps))
 }
@@ -454,13 +455,20 @@ fn snapshot_workload(s: &SimStorage, acked: &mut Acked) -> Result<(), String> {
 /// kept, torn or garbled at random): on restart there is always a snapshot to restore when a
 /// mark was recorded (the log is compacted only after its snapshot is durable), it is at least
 /// the last acknowledged mark, its data verifies, the hard state's commit covers it, and every
-/// acknowledged entry after it is still in the log.
+/// acknowledged entry after it is still in the log. With a store that keeps a single snapshot
+/// too: committing the received snapshot must not reap the one the durable mark still names.
 #[test]
 fn snapshot_steps_survive_a_power_cut_at_every_operation() {
+    for retain in [1, 2] {
+        power_cuts_through_the_snapshot_workload(retain);
+    }
+}
+
+fn power_cuts_through_the_snapshot_workload(retain: usize) {
     use raftwal_wal::vfs::{CrashPolicy, SimFaults, SimVfs};
     let vfs = SimVfs::new(1);
     let total = {
-        let s = sim_storage(&vfs).unwrap();
+        let s = sim_storage(&vfs, retain).unwrap();
         snapshot_workload(&s, &mut Acked::default()).unwrap();
         vfs.ops()
     };
@@ -474,12 +482,14 @@ fn snapshot_steps_survive_a_power_cut_at_every_operation() {
                 ..Default::default()
             });
             let mut acked = Acked::default();
-            if let Ok(s) = sim_storage(&vfs) {
+            if let Ok(s) = sim_storage(&vfs, retain) {
                 let _ = snapshot_workload(&s, &mut acked);
             }
             vfs.crash(policy);
-            let at = format!("power cut at op {n} of {total} ({policy:?}), acked {acked:?}");
-            let s = sim_storage(&vfs).unwrap_or_else(|e| panic!("{at}: reopen: {e}"));
+            let at = format!(
+                "retaining {retain}: power cut at op {n} of {total} ({policy:?}), acked {acked:?}"
+            );
+            let s = sim_storage(&vfs, retain).unwrap_or_else(|e| panic!("{at}: reopen: {e}"));
             let snap = s
                 .recover_snapshot()
                 .unwrap_or_else(|e| panic!("{at}: recover: {e}"));

@@ -2,7 +2,7 @@
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 
 use raftwal_wal::vfs::{FileKind, OpenMode, StdVfs, Vfs, VfsFile};
 
@@ -44,6 +44,8 @@ pub struct FileSnapshotStore {
     dir: PathBuf,
     retain: usize,
     vfs: Arc<dyn Vfs>,
+    /// Never reaped ([`SnapshotStore::protect`]).
+    protected: Arc<Mutex<Option<(u64, u64)>>>,
 }
 
 impl FileSnapshotStore {
@@ -88,7 +90,12 @@ impl FileSnapshotStore {
                 }
             }
         }
-        let store = FileSnapshotStore { dir, retain, vfs };
+        let store = FileSnapshotStore {
+            dir,
+            retain,
+            vfs,
+            protected: Arc::default(),
+        };
         let mut removed = false;
         for name in store.names()? {
             if name.ends_with(TMP) || name.ends_with(DEL) {
@@ -197,11 +204,16 @@ impl FileSnapshotStore {
         Ok(good.into_iter().map(Ok).chain(bad).collect())
     }
 
-    /// Removes snapshots beyond `retain`, oldest first. Each is first renamed to `{id}.del` (an
-    /// atomic step: it leaves the listing at once), then its files are removed.
+    /// Removes snapshots beyond `retain`, oldest first, but never the protected one. Each is
+    /// first renamed to `{id}.del` (an atomic step: it leaves the listing at once), then its
+    /// files are removed.
     fn reap(&self) -> Result<()> {
         let list = self.list()?;
+        let protected = *self.protected.lock().unwrap_or_else(|e| e.into_inner());
         for m in list.iter().skip(self.retain) {
+            if Some((m.index, m.term)) == protected {
+                continue;
+            }
             let from = self.dir.join(&m.id);
             let to = self.dir.join(format!("{}{DEL}", m.id));
             self.vfs
@@ -301,6 +313,10 @@ impl SnapshotStore for FileSnapshotStore {
         }
         let reader = FileReader::start(file, path, meta.size, meta.checksum);
         Ok((meta, reader))
+    }
+
+    fn protect(&self, index: u64, term: u64) {
+        *self.protected.lock().unwrap_or_else(|e| e.into_inner()) = Some((index, term));
     }
 }
 

@@ -91,4 +91,11 @@ pub trait SnapshotStore: Send + Sync {
     /// [`Error::NotFound`], [`Error::Corrupt`] (damaged metadata, missing or truncated data),
     /// I/O errors.
     fn open(&self, id: &str) -> Result<(SnapshotMeta, Self::Reader)>;
+
+    /// Keeps every snapshot at `(index, term)` whatever the retention, until another mark is
+    /// protected: the snapshot a log's durable snapshot mark names must outlive newer commits
+    /// until the mark has moved (and is durable). The protection lives in memory, shared by
+    /// clones of the store; after a restart, its user protects its mark again before it
+    /// commits anything.
+    fn protect(&self, index: u64, term: u64);
 }

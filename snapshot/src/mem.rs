@@ -14,6 +14,7 @@ type Entries = Vec<(SnapshotMeta, Arc<[u8]>)>;
 pub struct MemSnapshotStore {
     inner: Arc<Mutex<Entries>>,
     retain: usize,
+    protected: Arc<Mutex<Option<(u64, u64)>>>,
 }
 
 impl MemSnapshotStore {
@@ -28,6 +29,7 @@ impl MemSnapshotStore {
         Ok(MemSnapshotStore {
             inner: Arc::default(),
             retain,
+            protected: Arc::default(),
         })
     }
 
@@ -64,7 +66,17 @@ impl SnapshotSink for MemSink {
         let mut v = self.store.lock();
         v.push((self.meta.clone(), Arc::from(std::mem::take(&mut self.data))));
         v.sort_by(|a, b| SnapshotMeta::newest_first(&a.0, &b.0));
-        v.truncate(self.store.retain);
+        let protected = *self
+            .store
+            .protected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let retain = self.store.retain;
+        let mut i = 0;
+        v.retain(|(m, _)| {
+            i += 1;
+            i <= retain || Some((m.index, m.term)) == protected
+        });
         Ok(self.meta)
     }
     fn cancel(self) -> Result<()> {
@@ -111,6 +123,10 @@ impl SnapshotStore for MemSnapshotStore {
             .find(|(m, _)| m.id == id)
             .map(|(m, d)| (m.clone(), Cursor::new(d.clone())))
             .ok_or_else(|| Error::NotFound { id: id.into() })
+    }
+
+    fn protect(&self, index: u64, term: u64) {
+        *self.protected.lock().unwrap_or_else(|e| e.into_inner()) = Some((index, term));
     }
 }
 
