@@ -85,6 +85,8 @@ mod node;
 mod snapshot;
 mod state_machine;
 mod storage;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod transport;
 mod types;
 

@@ -64,6 +64,17 @@ pub enum Error {
         /// The log's first index.
         first: u64,
     },
+    /// A round that does not fit the log: it starts before the first index (overwriting
+    /// compacted entries) or after `last_index + 1` (a gap); nothing was written.
+    #[error("entries from {index} do not fit a log holding [{first}, {last}]")]
+    NotContiguous {
+        /// The round's first index.
+        index: u64,
+        /// The log's first index.
+        first: u64,
+        /// The log's last index.
+        last: u64,
+    },
     /// Compaction past the end of the log; nothing was written.
     #[error("cannot compact the log to {index}: its last index is {last}")]
     CompactBeyondLog {
@@ -222,9 +233,8 @@ fn decode_mark(what: &'static str, b: Option<Vec<u8>>) -> Result<(u64, u64), Err
     let Some(b) = b else {
         return Ok((0, 0));
     };
-    let word = |i: usize| -> Option<u64> {
-        Some(u64::from_le_bytes(b.get(i..i + 8)?.try_into().ok()?))
-    };
+    let word =
+        |i: usize| -> Option<u64> { Some(u64::from_le_bytes(b.get(i..i + 8)?.try_into().ok()?)) };
     match (b.len(), word(0), word(8)) {
         (16, Some(index), Some(term)) => Ok((index, term)),
         _ => Err(Error::Decode {
@@ -457,10 +467,17 @@ impl<L: BatchStore, S: SnapshotStore> RaftStorage<L, S> {
         hs: Option<&HardState>,
     ) -> Result<Option<raftwal_wal::Ticket>, Error> {
         let mut b = WriteBatch::new();
-        if let Some(first) = entries.first() {
-            let last = self.log.last_index()?;
-            if last != 0 && first.index <= last {
-                b.truncate_after(first.index - 1);
+        if let Some(e) = entries.first() {
+            let (first, last) = (self.first()?, self.last()?);
+            if e.index < first || e.index > last + 1 {
+                return Err(Error::NotContiguous {
+                    index: e.index,
+                    first,
+                    last,
+                });
+            }
+            if self.log.last_index()? != 0 && e.index <= last {
+                b.truncate_after(e.index - 1);
             }
             b.extend(entries.iter().map(to_log_entry));
         }

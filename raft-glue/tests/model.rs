@@ -173,7 +173,11 @@ fn check(s: &Store, m: &Model, after: &Op) {
     // Just below the first entry: the mark's term, the compaction point's, or compacted.
     if first > 1 && first - 1 != m.mark.0 {
         if first - 1 == m.compacted.0 {
-            assert_eq!(s.term(first - 1).unwrap(), m.compacted.1, "{at}: term at the compaction point");
+            assert_eq!(
+                s.term(first - 1).unwrap(),
+                m.compacted.1,
+                "{at}: term at the compaction point"
+            );
         } else {
             assert!(
                 s.term(first - 1).is_err(),
