@@ -85,6 +85,11 @@ pub struct Status {
     pub progress: Vec<(u64, u64)>,
     /// Messages from the network dropped before Raft saw them, by reason.
     pub dropped: BTreeMap<DropReason, u64>,
+    /// Proposals (commands and membership changes) waiting for their outcome.
+    pub pending_proposals: usize,
+    /// Reads waiting for a read point (parked, issued, or waiting for the state machine),
+    /// lease renewals included.
+    pub pending_reads: usize,
 }
 
 /// A committed, applied command.

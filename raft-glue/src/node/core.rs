@@ -364,6 +364,8 @@ where
         s.commit = r.raft_log.committed;
         s.last_index = r.raft_log.last_index();
         s.progress = progress;
+        s.pending_proposals = self.proposals.pending();
+        s.pending_reads = self.reads.pending();
         if dropped != self.dropped_seen {
             s.dropped.clone_from(self.guard.dropped());
             self.dropped_seen = dropped;

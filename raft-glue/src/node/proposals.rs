@@ -120,6 +120,11 @@ impl Proposals {
         }
     }
 
+    /// Proposals waiting for their outcome.
+    pub(crate) fn pending(&self) -> usize {
+        self.pending.len() + self.queued.len()
+    }
+
     /// An entry was applied: answers its proposer if it is this node's (this start's).
     pub(crate) fn applied(&mut self, e: &Entry, response: Vec<u8>) {
         if let Some(seq) = self.ids.ours(Kind::Proposal, &e.context) {

@@ -276,7 +276,9 @@ impl Reads {
     pub(crate) fn poll<S: Storage>(&mut self, node: &mut RawNode<S>, now: Instant) {
         let real = Instant::now();
         let leader = node.raft.state == StateRole::Leader;
-        if leader && !self.lease.duration.is_zero() {
+        // Renewals only once the leader has committed in its term: a lease needs that anyway,
+        // and parked renewals would pile up.
+        if leader && !self.lease.duration.is_zero() && node.raft.commit_to_current_term() {
             if self.next_renewal.is_none_or(|t| now >= t) {
                 self.next_renewal = Some(now + self.renew_every);
                 self.start(node, Waiter::Renew, None, now);
@@ -284,6 +286,7 @@ impl Reads {
         } else {
             self.next_renewal = None;
         }
+        self.parked.retain(|p| p.deadline.is_none_or(|d| real < d));
         if leader && node.raft.commit_to_current_term() {
             for p in std::mem::take(&mut self.parked) {
                 let seq = self.seq_of(&p.ctx);
@@ -386,6 +389,11 @@ impl Reads {
                 true
             }
         });
+    }
+
+    /// Reads in flight in any state.
+    pub(crate) fn pending(&self) -> usize {
+        self.pending.len() + self.parked.len() + self.waits.len()
     }
 
     /// The node stops: every waiting caller gets `e`.

@@ -92,6 +92,8 @@ struct Net {
     stats: NetStats,
     /// Snapshot streams still to break halfway.
     fail_snapshots: u32,
+    /// Messages larger than this are dropped.
+    max_message: Option<usize>,
 }
 
 /// What an in-memory network did with the messages it was given.
@@ -113,6 +115,8 @@ pub struct NetStats {
     pub snapshots_failed: u64,
     /// Held back by a rule ([`MemNetwork::hold`]).
     pub held: u64,
+    /// Dropped for exceeding [`MemNetwork::set_max_message_size`].
+    pub oversized: u64,
 }
 
 impl Net {
@@ -216,6 +220,31 @@ impl MemNetwork {
         self.lock().rules.push(Rule::CutOn(route, links));
     }
 
+    /// Delivers the messages held so far, in the order they were sent (through the links as
+    /// they are now); the holds stay in force for later messages.
+    pub fn deliver_held(&self) {
+        let parked = std::mem::take(&mut self.lock().parked);
+        for m in parked {
+            self.send_as(m);
+        }
+    }
+
+    /// Messages held back right now.
+    pub fn held(&self) -> usize {
+        self.lock().parked.len()
+    }
+
+    /// Drops (and counts in [`NetStats::oversized`]) every message whose encoding exceeds
+    /// `max` bytes, as a transport with that frame limit would; nodes see it as the
+    /// transport's [`Transport::max_message_size`].
+    pub fn set_max_message_size(&self, max: usize) {
+        self.lock().max_message = Some(max);
+    }
+
+    fn send_as(&self, m: Message) {
+        self.transport(m.from).send(m);
+    }
+
     /// Ends every hold and delay, and delivers the held messages in the order they were sent
     /// (through the links as they are now).
     pub fn release(&self) {
@@ -226,7 +255,7 @@ impl MemNetwork {
             std::mem::take(&mut n.parked)
         };
         for m in parked {
-            self.transport(m.from).send(m);
+            self.send_as(m);
         }
     }
 
@@ -293,7 +322,12 @@ impl Transport for MemTransport {
                 }
                 i += 1;
             }
-            if hold {
+            let too_big = n
+                .max_message
+                .is_some_and(|max| protobuf::Message::compute_size(&msg) as usize > max);
+            if too_big {
+                n.stats.oversized += 1;
+            } else if hold {
                 n.stats.held += 1;
                 n.parked.push(msg);
             } else if n.cut.contains(&(self.from, msg.to)) || n.chance(f.drop) {
@@ -332,6 +366,10 @@ impl Transport for MemTransport {
                     mb.deliver(m);
                 });
         }
+    }
+
+    fn max_message_size(&self) -> usize {
+        self.net.lock().max_message.unwrap_or(usize::MAX)
     }
 
     fn send_snapshot(
