@@ -15,9 +15,12 @@ use crate::pairs;
 use crate::stores;
 use crate::wait::wait;
 
+/// Commands with the indexes they were applied at, in order.
+pub type Log = Vec<(u64, Vec<u8>)>;
+
 /// The commands applied, in order, with their indexes; the response is the command.
 #[derive(Clone, Default)]
-pub struct Echo(pub Arc<Mutex<Vec<(u64, Vec<u8>)>>>);
+pub struct Echo(pub Arc<Mutex<Log>>);
 
 impl Echo {
     /// What was applied.
