@@ -223,8 +223,20 @@ impl MemNetwork {
     /// Delivers the messages held so far, in the order they were sent (through the links as
     /// they are now); the holds stay in force for later messages.
     pub fn deliver_held(&self) {
-        let parked = std::mem::take(&mut self.lock().parked);
-        for m in parked {
+        self.deliver_held_if(|_| true);
+    }
+
+    /// As [`MemNetwork::deliver_held`], for the held messages `pick` chooses; the others stay.
+    pub fn deliver_held_if(&self, mut pick: impl FnMut(&Message) -> bool) {
+        let picked: Vec<Message> = {
+            let mut n = self.lock();
+            let (picked, kept) = std::mem::take(&mut n.parked)
+                .into_iter()
+                .partition(|m| pick(m));
+            n.parked = kept;
+            picked
+        };
+        for m in picked {
             self.send_as(m);
         }
     }
@@ -241,8 +253,10 @@ impl MemNetwork {
         self.lock().max_message = Some(max);
     }
 
+    /// Delivers a message that was held back: through the links as they are now, past the
+    /// rules (which held it once already).
     fn send_as(&self, m: Message) {
-        self.transport(m.from).send(m);
+        self.transport(m.from).route(m, false);
     }
 
     /// Ends every hold and delay, and delivers the held messages in the order they were sent
@@ -288,6 +302,26 @@ pub struct MemTransport {
 
 impl Transport for MemTransport {
     fn send(&self, msg: Message) {
+        self.route(msg, true);
+    }
+
+    fn max_message_size(&self) -> usize {
+        self.net.lock().max_message.unwrap_or(usize::MAX)
+    }
+
+    fn send_snapshot(
+        &self,
+        msg: Message,
+        meta: &SnapshotMeta,
+        data: &mut dyn Read,
+    ) -> io::Result<()> {
+        self.stream(msg, meta, data)
+    }
+}
+
+impl MemTransport {
+    /// Sends `msg` through the network's faults, and its rules if `rules`.
+    fn route(&self, msg: Message, rules: bool) {
         let mut out: Vec<(Mailbox, Message)> = Vec::new();
         let mut late = None;
         {
@@ -305,7 +339,7 @@ impl Transport for MemTransport {
             let mut rule_delay = None;
             let mut hold = false;
             let mut i = 0;
-            while i < n.rules.len() {
+            while rules && i < n.rules.len() {
                 match &n.rules[i] {
                     Rule::CutOn(r, _) if r.matches(&msg) => {
                         if let Rule::CutOn(_, links) = n.rules.remove(i) {
@@ -368,16 +402,8 @@ impl Transport for MemTransport {
         }
     }
 
-    fn max_message_size(&self) -> usize {
-        self.net.lock().max_message.unwrap_or(usize::MAX)
-    }
-
-    fn send_snapshot(
-        &self,
-        msg: Message,
-        meta: &SnapshotMeta,
-        data: &mut dyn Read,
-    ) -> io::Result<()> {
+    /// Streams a snapshot to its recipient's mailbox (see [`Transport::send_snapshot`]).
+    fn stream(&self, msg: Message, meta: &SnapshotMeta, data: &mut dyn Read) -> io::Result<()> {
         let (mailbox, fail) = {
             let mut n = self.net.lock();
             let mailbox = n.mailboxes.get(&msg.to).cloned();
