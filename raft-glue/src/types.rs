@@ -170,7 +170,7 @@ pub enum DropReason {
     NotFromPeers,
     /// Addressed to another node, or claiming to come from this node or node 0.
     Misaddressed,
-    /// From a node that is not a member of the configuration.
+    /// To a leader, from a node that is not a member of its configuration.
     NotAMember,
     /// A term too far ahead of this node's (or near `u64::MAX`).
     TermOutOfRange,

@@ -13,7 +13,6 @@
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use raft::eraftpb::{ConfState, Entry, EntryType, Message, MessageType};
 use raft::{RawNode, SnapshotStatus, StateRole};
@@ -134,7 +133,7 @@ where
                 next_tick = now + tick;
             }
             self.reads.poll(&mut self.node, now);
-            self.maintain_membership(now);
+            self.maintain_membership();
             for id in self.transport.unreachable() {
                 self.node.report_unreachable(id);
             }
@@ -377,10 +376,5 @@ where
                 term: r.term,
             });
         }
-    }
-
-    /// The time an election takes to time out on this node's clock.
-    pub(super) fn election_timeout(&self) -> Duration {
-        self.cfg.election_timeout()
     }
 }

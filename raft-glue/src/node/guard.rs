@@ -92,8 +92,11 @@ impl Guard {
         if m.to != self.id || m.from == self.id || m.from == 0 {
             return Err(DropReason::Misaddressed);
         }
-        let conf = r.prs().conf().to_conf_state();
-        if !is_member(&conf, m.from) && !is_empty(&conf) {
+        // A leader hears only from members (a removed node's answers and campaigns are
+        // noise). A follower's view of the configuration may be behind the cluster's, so it
+        // hears from any peer: a leader it does not know of yet may lead it (the transport
+        // authenticates who a peer is).
+        if r.state == StateRole::Leader && !is_member(&r.prs().conf().to_conf_state(), m.from) {
             return Err(DropReason::NotAMember);
         }
         // Forwarded reads carry no term (raft-rs treats them as local); everything else does.
@@ -169,10 +172,6 @@ fn is_member(cs: &ConfState, id: u64) -> bool {
     ]
     .iter()
     .any(|ids| ids.contains(&id))
-}
-
-fn is_empty(cs: &ConfState) -> bool {
-    cs.voters.is_empty() && cs.learners.is_empty() && cs.voters_outgoing.is_empty()
 }
 
 /// A configuration raft-rs can restore: some voter, no zero id, no node both voter and

@@ -155,10 +155,7 @@ impl Node {
                 conf_index,
                 ..SnapshotState::default()
             },
-            membership: MembershipState {
-                replayed_upto,
-                removed_at: None,
-            },
+            membership: MembershipState { replayed_upto },
             applied,
             status: status.clone(),
             subscribers: subscribers.clone(),
@@ -441,8 +438,8 @@ impl Node {
     }
 
     /// Removes a voter or learner. A leader may remove itself: once the change is applied it
-    /// hands leadership to the most up-to-date remaining voter, again if a hand-off fails, and
-    /// steps down if none succeeds within two election timeouts; it can then be shut down.
+    /// asks the most up-to-date remaining voter to take over and steps down at once; it can
+    /// then be shut down.
     ///
     /// # Errors
     /// As [`Node::apply`].

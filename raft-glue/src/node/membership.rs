@@ -1,14 +1,18 @@
 //! Membership in a node: applying committed configuration changes exactly once (also across
-//! restarts), a leader that removed itself handing over until another node leads, and a joint
+//! restarts), a leader that removed itself handing over and stepping down, and a joint
 //! configuration always left.
+//!
+//! A leader that is no longer a voter (in either half of the configuration) steps down the
+//! moment it applies the change, after asking the most up-to-date voter to take over (the
+//! request goes out if that voter has the whole log; otherwise the others elect a leader once
+//! their election timeout passes). It must not lead on: raft-rs panics when a leader that is
+//! not in its own progress set persists entries, and a removed node may not lead anyway.
 //!
 //! Exactly once across restarts: the stored configuration is the latest applied one, recorded
 //! with the index of the change that produced it ([`RaftStorage::conf_index`]). Raft starts
 //! from it, and the log is replayed from the snapshot's index; a change at or below the
 //! recorded index is already part of the configuration, so the replay does not apply it
 //! again (applying a joint change twice is an error in raft-rs).
-
-use std::time::Instant;
 
 use protobuf::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType};
@@ -29,8 +33,6 @@ use crate::storage::RaftStorage;
 pub(crate) struct MembershipState {
     /// Changes at or below this index are already in the configuration Raft started with.
     pub(crate) replayed_upto: u64,
-    /// When this leader applied its own removal (it hands over, then steps down).
-    pub(crate) removed_at: Option<Instant>,
 }
 
 impl<L, S, M, T> Core<L, S, M, T>
@@ -66,6 +68,7 @@ where
                 .store()
                 .set_conf_state_at(&cs, e.index)
                 .map_err(|x| Error::Storage(x.to_string()))?;
+            self.step_down_if_removed(&cs);
             cs
         };
         self.snapshots.conf_index = e.index;
@@ -74,43 +77,42 @@ where
         Ok(())
     }
 
-    /// Once per loop: a leader that is no longer a voter hands leadership over (again, if a
-    /// hand-off fails) and steps down if none succeeds within two election timeouts; a leader
-    /// in a joint configuration with no change pending proposes to leave it (raft-rs leaves
-    /// on its own only if the leader that entered it is still leading when it applies it).
-    pub(super) fn maintain_membership(&mut self, now: Instant) {
-        let leader = self.node.raft.state == StateRole::Leader;
-        let cs: ConfState = self.node.raft.prs().conf().to_conf_state();
+    /// A leader that is a voter in neither half of `cs` hands over and steps down.
+    fn step_down_if_removed(&mut self, cs: &ConfState) {
         let id = self.node.raft.id;
-        if !leader || cs.voters.contains(&id) {
-            self.membership.removed_at = None;
-        } else {
-            let since = *self.membership.removed_at.get_or_insert(now);
-            let term = self.node.raft.term;
-            self.reads.transfer_started(term);
-            if now >= since + self.election_timeout() * 2 {
-                self.proposals.flush(&mut self.node);
-                self.node.raft.become_follower(term, INVALID_ID);
-                return;
-            }
-            if self.node.raft.lead_transferee.is_none() {
-                let next = self
-                    .node
-                    .raft
-                    .prs()
-                    .iter()
-                    .filter(|(p, _)| cs.voters.contains(p))
-                    .max_by_key(|(_, pr)| pr.matched)
-                    .map(|(p, _)| *p);
-                if let Some(to) = next {
-                    self.node.transfer_leader(to);
-                }
-            }
+        if self.node.raft.state != StateRole::Leader
+            || cs.voters.contains(&id)
+            || cs.voters_outgoing.contains(&id)
+        {
             return;
         }
+        let term = self.node.raft.term;
+        self.reads.transfer_started(term);
+        let next = self
+            .node
+            .raft
+            .prs()
+            .iter()
+            .filter(|(p, _)| cs.voters.contains(p))
+            .max_by_key(|(_, pr)| pr.matched)
+            .map(|(p, _)| *p);
+        if let Some(to) = next {
+            self.node.transfer_leader(to);
+        }
+        self.proposals.flush(&mut self.node);
+        self.node.raft.become_follower(term, INVALID_ID);
+    }
+
+    /// Once per loop: a leader in a joint configuration with no change pending proposes to
+    /// leave it (raft-rs leaves on its own only if the leader that entered it is still
+    /// leading when it applies it).
+    pub(super) fn maintain_membership(&mut self) {
         let r = &self.node.raft;
-        if leader
-            && !cs.voters_outgoing.is_empty()
+        if r.state != StateRole::Leader {
+            return;
+        }
+        let cs: ConfState = r.prs().conf().to_conf_state();
+        if !cs.voters_outgoing.is_empty()
             && cs.auto_leave
             && r.commit_to_current_term()
             && !r.has_pending_conf()

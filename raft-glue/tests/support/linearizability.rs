@@ -38,10 +38,22 @@ pub fn check(history: &[Event]) -> Result<(), u64> {
         by_key.entry(e.key).or_default().push(e);
     }
     for (key, ops) in by_key {
-        // Reads with unknown outcome constrain nothing.
+        // Reads with unknown outcome constrain nothing; nor does a write with unknown outcome
+        // whose value no read saw (if it took effect, no read falls between it and the next
+        // write, so leaving it out changes no read). Dropping them keeps the search small.
+        let read: HashSet<u64> = ops
+            .iter()
+            .filter_map(|e| match e.op {
+                Op::Read(v) => v,
+                Op::Write(_) => None,
+            })
+            .collect();
         let ops: Vec<&Event> = ops
             .into_iter()
-            .filter(|e| !(e.ret.is_none() && matches!(e.op, Op::Read(_))))
+            .filter(|e| match e.op {
+                Op::Read(_) => e.ret.is_some(),
+                Op::Write(v) => e.ret.is_some() || read.contains(&v),
+            })
             .collect();
         let mut s = Search {
             ops: &ops,

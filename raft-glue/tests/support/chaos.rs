@@ -1,0 +1,863 @@
+//! A cluster under a seeded nemesis, with clients recording a history.
+//!
+//! Clients write (`key = value`, every value unique) and read (read-index or lease reads)
+//! through random live nodes, following leader hints. The nemesis, driven by the seed,
+//! partitions nodes (both ways or one way), crashes and restarts them (a power cut on the
+//! simulated disk), restarts followers, transfers leadership, replaces voters by joint
+//! consensus (crashing nodes while the configuration is joint), makes the leader remove
+//! itself, and fails fsyncs (simulated disk only).
+//!
+//! After the run the network heals, every member restarts, and the checks are:
+//! - no node stopped, except after an injected storage fault;
+//! - every node applied each command at most once, in log order, and all agree on what is at
+//!   each index; once settled, every member applied the same log;
+//! - every acknowledged write is in that log at the index it was acknowledged with;
+//! - the history of writes, read-index reads and lease reads is linearizable.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use raftwal_glue::raft::eraftpb::MessageType;
+use raftwal_glue::{
+    Config, MemNetwork, Membership, NetFaults, Node, NodeError, RaftStorage, ReadVia, Role, Route,
+    StateMachine, StateSnapshot,
+};
+use raftwal_snapshot::FileSnapshotStore;
+use raftwal_wal::vfs::{CrashPolicy, SimFaults, SimVfs, StdVfs, Vfs};
+use raftwal_wal::{Wal, WalOptions};
+
+use crate::lin;
+use crate::pairs;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// xorshift64.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    pub fn pick<T: Copy>(&mut self, v: &[T]) -> Option<T> {
+        (!v.is_empty()).then(|| v[self.below(v.len() as u64) as usize])
+    }
+}
+
+/// The state machine: registers, and every command applied with its index.
+#[derive(Clone, Default)]
+pub struct Kv(Arc<Mutex<KvState>>);
+
+#[derive(Default)]
+pub struct KvState {
+    pub map: BTreeMap<u64, u64>,
+    /// `(index, key, value)` of every command applied, in order.
+    pub applied: Vec<(u64, u64, u64)>,
+}
+
+fn command(key: u64, value: u64) -> Vec<u8> {
+    let mut c = key.to_le_bytes().to_vec();
+    c.extend_from_slice(&value.to_le_bytes());
+    c
+}
+
+fn num(b: &[u8]) -> u64 {
+    u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))
+}
+
+impl Kv {
+    pub fn get(&self, key: u64) -> Option<u64> {
+        lock(&self.0).map.get(&key).copied()
+    }
+    pub fn applied(&self) -> Vec<(u64, u64, u64)> {
+        lock(&self.0).applied.clone()
+    }
+}
+
+impl StateMachine for Kv {
+    fn apply(&mut self, index: u64, cmd: &[u8]) -> Vec<u8> {
+        if cmd.len() == 16 {
+            let (k, v) = (num(&cmd[..8]), num(&cmd[8..]));
+            let mut s = lock(&self.0);
+            s.map.insert(k, v);
+            s.applied.push((index, k, v));
+        }
+        cmd.to_vec()
+    }
+
+    fn snapshot(&mut self) -> std::io::Result<Box<dyn StateSnapshot>> {
+        let s = lock(&self.0);
+        let rows: Vec<([u8; 8], [u8; 16])> = s
+            .applied
+            .iter()
+            .map(|&(i, k, v)| {
+                let mut kv = [0u8; 16];
+                kv[..8].copy_from_slice(&k.to_le_bytes());
+                kv[8..].copy_from_slice(&v.to_le_bytes());
+                (i.to_le_bytes(), kv)
+            })
+            .collect();
+        Ok(Box::new(pairs::encode(
+            rows.iter().map(|(i, kv)| (&i[..], &kv[..])),
+        )))
+    }
+
+    fn restore(&mut self, data: &mut dyn Read) -> std::io::Result<()> {
+        let mut st = KvState::default();
+        for (i, kv) in pairs::decode(data)? {
+            let (k, v) = (num(&kv[..8]), num(&kv[8..]));
+            st.map.insert(k, v);
+            st.applied.push((num(&i), k, v));
+        }
+        *lock(&self.0) = st;
+        Ok(())
+    }
+}
+
+/// How a run goes.
+#[derive(Debug, Clone)]
+pub struct Params {
+    pub seed: u64,
+    pub clients: u64,
+    pub keys: u64,
+    /// How long clients run at least…
+    pub duration: Duration,
+    /// …and until the history holds this many events (for at most a minute).
+    pub min_events: usize,
+    /// The nemesis acts this often.
+    pub every: Duration,
+    /// On the simulated disk (power cuts, failed fsyncs) rather than the real one.
+    pub sim: bool,
+    /// Message faults throughout.
+    pub faults: bool,
+    pub tick: Duration,
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub events: usize,
+    pub acked: usize,
+    pub lease_reads: usize,
+    pub actions: Vec<String>,
+    pub snapshots: u64,
+}
+
+enum Disk {
+    Real(PathBuf),
+    Sim(SimVfs),
+}
+
+struct Member {
+    node: Arc<Node>,
+    kv: Kv,
+}
+
+/// The cluster and what the clients saw.
+pub struct World {
+    p: Params,
+    net: MemNetwork,
+    members: Mutex<BTreeMap<u64, Member>>,
+    /// Nodes crashed and not yet restarted.
+    down: Mutex<BTreeSet<u64>>,
+    /// Nodes whose storage was made to fail: they may stop.
+    faulted: Mutex<BTreeSet<u64>>,
+    disks: Mutex<BTreeMap<u64, Disk>>,
+    history: Mutex<Vec<lin::Event>>,
+    /// `(index, key, value)` of acknowledged writes.
+    acked: Mutex<Vec<(u64, u64, u64)>>,
+    lease_reads: AtomicU64,
+    next_id: AtomicU64,
+    t0: Instant,
+    dir: tempfile::TempDir,
+}
+
+impl World {
+    fn new(p: Params) -> Self {
+        World {
+            p,
+            net: MemNetwork::new(),
+            members: Mutex::default(),
+            down: Mutex::default(),
+            faulted: Mutex::default(),
+            disks: Mutex::default(),
+            history: Mutex::default(),
+            acked: Mutex::default(),
+            lease_reads: AtomicU64::new(0),
+            next_id: AtomicU64::new(4),
+            t0: Instant::now(),
+            dir: tempfile::tempdir().expect("a temporary directory"),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.t0.elapsed().as_micros() as u64
+    }
+
+    fn config(&self, id: u64, peers: Vec<u64>) -> Config {
+        Config {
+            tick: self.p.tick,
+            snapshot_threshold: 40,
+            trailing_entries: 8,
+            ..Config::new(id, peers)
+        }
+    }
+
+    fn storage(&self, id: u64) -> RaftStorage<Wal, FileSnapshotStore> {
+        let mut disks = lock(&self.disks);
+        let disk = disks.entry(id).or_insert_with(|| {
+            if self.p.sim {
+                Disk::Sim(SimVfs::new(self.p.seed ^ (id << 32)))
+            } else {
+                Disk::Real(self.dir.path().join(format!("n{id}")))
+            }
+        });
+        let (root, vfs): (PathBuf, Arc<dyn Vfs>) = match disk {
+            Disk::Real(p) => (p.clone(), Arc::new(StdVfs)),
+            Disk::Sim(v) => (PathBuf::from(format!("/n{id}")), Arc::new(v.process())),
+        };
+        let wal = Wal::open(
+            root.join("wal"),
+            WalOptions::default()
+                .segment_size(64 << 10)
+                .vfs(vfs.clone()),
+        )
+        .expect("open the WAL");
+        let snaps = FileSnapshotStore::open_with(root.join("snapshots"), 1, vfs)
+            .expect("open the snapshot store");
+        RaftStorage::new(wal, snaps)
+    }
+
+    /// Starts (or restarts) node `id`.
+    fn start(&self, id: u64, peers: Vec<u64>) {
+        let kv = Kv::default();
+        let node = Node::start(
+            self.config(id, peers),
+            kv.clone(),
+            self.storage(id),
+            self.net.transport(id),
+        )
+        .unwrap_or_else(|e| panic!("node {id} does not start: {e}"));
+        self.net.connect(id, node.mailbox());
+        lock(&self.members).insert(
+            id,
+            Member {
+                node: Arc::new(node),
+                kv,
+            },
+        );
+        lock(&self.down).remove(&id);
+    }
+
+    /// Crashes node `id`: a power cut on the simulated disk, a stop on the real one.
+    fn crash(&self, id: u64, rng: &mut Rng) {
+        self.net.disconnect(id);
+        let m = lock(&self.members).remove(&id);
+        if let Some(m) = &m {
+            self.check_stop(id, &m.node);
+        }
+        if let Some(Disk::Sim(v)) = lock(&self.disks).get(&id) {
+            let policy = if rng.below(2) == 0 {
+                CrashPolicy::DropAll
+            } else {
+                CrashPolicy::Random(rng.next())
+            };
+            v.crash(policy);
+        }
+        if let Some(m) = m {
+            m.node.shutdown();
+        }
+        lock(&self.down).insert(id);
+    }
+
+    /// A node that stopped on its own must have had a storage fault injected.
+    fn check_stop(&self, id: u64, node: &Node) {
+        let s = node.status();
+        assert!(
+            !s.stopped || lock(&self.faulted).contains(&id),
+            "node {id} stopped without a storage fault: {s:?}"
+        );
+    }
+
+    fn node(&self, id: u64) -> Option<(Arc<Node>, Kv)> {
+        lock(&self.members)
+            .get(&id)
+            .map(|m| (m.node.clone(), m.kv.clone()))
+    }
+
+    fn live(&self) -> Vec<u64> {
+        lock(&self.members).keys().copied().collect()
+    }
+
+    fn leader(&self) -> Option<u64> {
+        let ls: Vec<u64> = lock(&self.members)
+            .iter()
+            .filter(|(_, m)| m.node.role() == Role::Leader)
+            .map(|(id, _)| *id)
+            .collect();
+        // With several (a deposed one not yet told), the one of the highest term.
+        ls.into_iter()
+            .max_by_key(|id| self.node(*id).map_or(0, |(n, _)| n.status().term))
+    }
+
+    /// The configuration as the leader knows it.
+    fn membership(&self) -> Option<(Vec<u64>, Vec<u64>, Vec<u64>)> {
+        let (n, _) = self.node(self.leader()?)?;
+        let s = n.status();
+        Some((s.voters, s.voters_outgoing, s.learners))
+    }
+
+    fn record(&self, e: lin::Event) {
+        lock(&self.history).push(e);
+    }
+
+    /// One client: writes and reads until `stop`.
+    fn client(&self, client: u64, stop: &AtomicBool) {
+        let mut rng = Rng::new(self.p.seed ^ (client + 1) << 8);
+        let mut n = 0u64;
+        while !stop.load(Ordering::SeqCst) {
+            let key = rng.below(self.p.keys);
+            let Some(start) = rng.pick(&self.live()) else {
+                std::thread::sleep(Duration::from_millis(2));
+                continue;
+            };
+            let call = self.now();
+            if rng.below(2) == 0 {
+                n += 1;
+                let value = (client << 40) | n;
+                self.write(start, key, value, call);
+            } else {
+                self.read(start, key, call, rng.below(2) == 0);
+            }
+        }
+    }
+
+    fn write(&self, start: u64, key: u64, value: u64, call: u64) {
+        let mut target = start;
+        let timeout = Duration::from_millis(250);
+        for _ in 0..4 {
+            let Some((node, _)) = self.node(target) else {
+                break;
+            };
+            match node.apply(command(key, value), timeout) {
+                Ok(a) => {
+                    assert_eq!(a.response, command(key, value), "answered by another entry");
+                    lock(&self.acked).push((a.index, key, value));
+                    self.record(lin::Event {
+                        key,
+                        op: lin::Op::Write(value),
+                        call,
+                        ret: Some(self.now()),
+                    });
+                    return;
+                }
+                Err(NodeError::NotLeader {
+                    leader_hint: Some(h),
+                }) => target = h,
+                // Never appended: no effect.
+                Err(
+                    NodeError::NotLeader { .. }
+                    | NodeError::Dropped
+                    | NodeError::ConfChangeInProgress
+                    | NodeError::TooLarge { .. },
+                ) => return,
+                // May or may not have committed.
+                Err(_) => break,
+            }
+        }
+        // Nothing was appended if the first call never got through; otherwise unknown. An
+        // unknown write may take effect at any time after its call.
+        self.record(lin::Event {
+            key,
+            op: lin::Op::Write(value),
+            call,
+            ret: None,
+        });
+    }
+
+    fn read(&self, start: u64, key: u64, call: u64, lease: bool) {
+        let Some((node, kv)) = self.node(start) else {
+            return;
+        };
+        let timeout = Duration::from_millis(250);
+        let ok = if lease {
+            match node.lease_read(timeout) {
+                Ok(p) => {
+                    if p.via == ReadVia::Lease {
+                        self.lease_reads.fetch_add(1, Ordering::SeqCst);
+                    }
+                    true
+                }
+                Err(_) => false,
+            }
+        } else {
+            node.read_index(timeout).is_ok()
+        };
+        if ok {
+            self.record(lin::Event {
+                key,
+                op: lin::Op::Read(kv.get(key)),
+                call,
+                ret: Some(self.now()),
+            });
+        }
+    }
+
+    /// The number of kinds of nemesis action.
+    fn kinds(&self) -> u64 {
+        if self.p.sim {
+            10
+        } else {
+            9
+        }
+    }
+
+    /// One nemesis action (of kind `choice`, or a random one); returns what it did.
+    fn act(&self, rng: &mut Rng, choice: Option<u64>) -> String {
+        let live = self.live();
+        let leader = self.leader();
+        let choice = choice.unwrap_or_else(|| rng.below(self.kinds()));
+        match choice {
+            0 => {
+                let Some(x) = rng.pick(&live) else {
+                    return "nothing".into();
+                };
+                let rest: Vec<u64> = live.iter().copied().filter(|&i| i != x).collect();
+                self.net.partition(&[x], &rest);
+                format!("partition {x}")
+            }
+            1 => {
+                let (Some(a), Some(b)) = (rng.pick(&live), rng.pick(&live)) else {
+                    return "nothing".into();
+                };
+                if a != b {
+                    self.net.cut(a, b);
+                }
+                format!("cut {a} -> {b}")
+            }
+            2 => {
+                self.net.heal();
+                "heal".into()
+            }
+            3 => {
+                // Never more than one node down at a time.
+                if !lock(&self.down).is_empty() {
+                    return self.restart_down();
+                }
+                let Some(x) = rng.pick(&live) else {
+                    return "nothing".into();
+                };
+                self.crash(x, rng);
+                format!("crash {x}")
+            }
+            4 => self.restart_down(),
+            5 => {
+                // A follower restarts at once (it must keep its vote promise).
+                let followers: Vec<u64> = live
+                    .iter()
+                    .copied()
+                    .filter(|&i| Some(i) != leader)
+                    .collect();
+                let Some(f) = rng.pick(&followers) else {
+                    return "nothing".into();
+                };
+                self.crash(f, rng);
+                self.restart(f);
+                format!("restart follower {f}")
+            }
+            6 => {
+                let (Some(l), Some((voters, _, _))) = (leader, self.membership()) else {
+                    return "nothing".into();
+                };
+                let others: Vec<u64> = voters.iter().copied().filter(|&v| v != l).collect();
+                let Some(to) = rng.pick(&others) else {
+                    return "nothing".into();
+                };
+                let r = self
+                    .node(l)
+                    .map(|(n, _)| n.transfer_leadership(to, Duration::from_millis(300)));
+                format!("transfer {l} -> {to}: {r:?}")
+            }
+            7 => self.replace_voter(rng),
+            8 => self.remove_leader(),
+            _ => {
+                let Some(x) = rng.pick(&live) else {
+                    return "nothing".into();
+                };
+                if let Some(Disk::Sim(v)) = lock(&self.disks).get(&x) {
+                    v.set_faults(SimFaults {
+                        fail_sync_at: Some(1 + rng.below(3)),
+                        ..Default::default()
+                    });
+                }
+                lock(&self.faulted).insert(x);
+                format!("fail an fsync on {x}")
+            }
+        }
+    }
+
+    fn restart(&self, id: u64) {
+        let peers = if id <= 3 { vec![1, 2, 3] } else { vec![] };
+        self.start(id, peers);
+    }
+
+    fn restart_down(&self) -> String {
+        let down: Vec<u64> = lock(&self.down).iter().copied().collect();
+        for &id in &down {
+            self.restart(id);
+        }
+        format!("restart {down:?}")
+    }
+
+    /// Joint consensus: a fresh node replaces a voter; with some luck a node is crashed and
+    /// restarted while the configuration is joint.
+    fn replace_voter(&self, rng: &mut Rng) -> String {
+        let (Some(l), Some((voters, outgoing, _))) = (self.leader(), self.membership()) else {
+            return "nothing".into();
+        };
+        if !outgoing.is_empty() {
+            return "nothing (joint)".into();
+        }
+        let new = self.next_id.fetch_add(1, Ordering::SeqCst);
+        self.start(new, vec![]);
+        if voters.len() < 3 {
+            return format!("add {new}: {:?}", self.add_voter(new));
+        }
+        let Some(out) = rng.pick(&voters) else {
+            return "nothing".into();
+        };
+        let Some((node, _)) = self.node(l) else {
+            return "nothing".into();
+        };
+        let crash_in_joint = rng.below(2) == 0;
+        let victim = rng.pick(&voters);
+        let r = std::thread::scope(|s| {
+            let change = s.spawn(|| {
+                node.change_membership(
+                    &[Membership::AddVoter(new), Membership::Remove(out)],
+                    self.p.tick * 200,
+                )
+            });
+            if crash_in_joint {
+                let joint = (0..200).any(|_| {
+                    std::thread::sleep(Duration::from_millis(2));
+                    self.membership().is_some_and(|m| !m.1.is_empty())
+                });
+                if let Some(v) = victim.filter(|_| joint) {
+                    let mut r2 = Rng::new(rng.next());
+                    self.crash(v, &mut r2);
+                    self.restart(v);
+                }
+            }
+            change.join().unwrap_or(Err(NodeError::Shutdown))
+        });
+        if r.is_ok() {
+            self.retire(out);
+        }
+        format!("replace {out} by {new} (crash in joint: {crash_in_joint}): {r:?}")
+    }
+
+    /// The leader removes itself; a fresh node takes its place.
+    fn remove_leader(&self) -> String {
+        let (Some(l), Some((voters, _, _))) = (self.leader(), self.membership()) else {
+            return "nothing".into();
+        };
+        let Some((node, _)) = self.node(l) else {
+            return "nothing".into();
+        };
+        if voters.len() < 3 {
+            return "nothing (too few voters)".into();
+        }
+        let r = node.remove_server(l, self.p.tick * 200);
+        if r.is_ok() {
+            self.retire(l);
+        }
+        let new = self.next_id.fetch_add(1, Ordering::SeqCst);
+        self.start(new, vec![]);
+        format!(
+            "leader {l} removes itself: {r:?}; {new} added: {:?}",
+            self.add_voter(new)
+        )
+    }
+
+    /// Adds `new` as a voter through whoever leads, retrying for a while.
+    fn add_voter(&self, new: u64) -> Result<u64, NodeError> {
+        let deadline = Instant::now() + self.p.tick * 300;
+        loop {
+            let r = match self.leader().and_then(|l| self.node(l)) {
+                Some((n, _)) => n.add_voter(new, self.p.tick * 200),
+                None => Err(NodeError::NotLeader { leader_hint: None }),
+            };
+            if r.is_ok() || Instant::now() >= deadline {
+                return r;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops node `id` for good: it was removed from the cluster.
+    fn retire(&self, id: u64) {
+        self.net.disconnect(id);
+        let m = lock(&self.members).remove(&id);
+        if let Some(m) = m {
+            self.check_stop(id, &m.node);
+            m.node.shutdown();
+        }
+        lock(&self.down).remove(&id);
+    }
+
+    /// Stops for good every node outside `members` (a configuration the leader has applied).
+    fn retire_non_members(&self, members: &[u64]) {
+        let gone: Vec<u64> = self
+            .live()
+            .into_iter()
+            .chain(lock(&self.down).iter().copied())
+            .filter(|id| !members.contains(id))
+            .collect();
+        for id in gone {
+            self.retire(id);
+        }
+    }
+
+    /// Heals everything and waits for a settled cluster: a leader, no joint configuration,
+    /// every member running and having applied the same log.
+    fn settle(&self) -> u64 {
+        self.net.release();
+        self.net.heal();
+        self.net.set_faults(NetFaults::default());
+        for v in lock(&self.disks).values() {
+            if let Disk::Sim(v) = v {
+                v.set_faults(SimFaults::default());
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut next_log = Instant::now();
+        loop {
+            if std::env::var("RAFTWAL_CHAOS_LOG").is_ok() && Instant::now() >= next_log {
+                next_log += Duration::from_secs(1);
+                eprintln!("settling: {}", self.describe());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster never settled: {}",
+                self.describe()
+            );
+            // Stopped nodes (only after an injected fault) and crashed ones come back.
+            for id in self.live() {
+                if self.node(id).is_some_and(|(n, _)| n.status().stopped) {
+                    self.crash(id, &mut Rng::new(id));
+                }
+            }
+            self.restart_down();
+            std::thread::sleep(Duration::from_millis(20));
+            let Some(l) = self.leader() else { continue };
+            let Some((ln, lkv)) = self.node(l) else {
+                continue;
+            };
+            if ln.barrier(Duration::from_secs(1)).is_err() {
+                continue;
+            }
+            // The barrier applied everything committed before it: the configuration is current.
+            let s = ln.status();
+            if !s.voters_outgoing.is_empty() {
+                continue;
+            }
+            let members: Vec<u64> = s.voters.iter().chain(&s.learners).copied().collect();
+            self.retire_non_members(&members);
+            let want = lkv.applied();
+            let all_there = members.iter().all(|&id| {
+                self.node(id)
+                    .is_some_and(|(n, kv)| n.status().applied == s.applied && kv.applied() == want)
+            });
+            if all_there {
+                return l;
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        let mut out = String::new();
+        for id in self.live() {
+            if let Some((n, _)) = self.node(id) {
+                out += &format!("\n  {:?}", n.status());
+            }
+        }
+        out += &format!("\n  down: {:?}", lock(&self.down));
+        out
+    }
+
+    /// The applied logs agree: on each node at most once per command, indexes increasing; all
+    /// nodes the same command at the same index; every acknowledged write where acknowledged.
+    fn check_logs(&self, leader: u64) {
+        let mut at: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+        for id in self.live() {
+            let Some((_, kv)) = self.node(id) else {
+                continue;
+            };
+            let applied = kv.applied();
+            let mut seen = BTreeSet::new();
+            for w in applied.windows(2) {
+                assert!(w[0].0 < w[1].0, "node {id} applied out of order: {w:?}");
+            }
+            for &(i, k, v) in &applied {
+                assert!(seen.insert((k, v)), "node {id} applied {k}={v} twice");
+                if let Some(prev) = at.insert(i, (k, v)) {
+                    assert_eq!(prev, (k, v), "nodes disagree at index {i}");
+                }
+            }
+        }
+        let (_, lkv) = self.node(leader).expect("the leader runs");
+        let log: BTreeMap<u64, (u64, u64)> = lkv
+            .applied()
+            .into_iter()
+            .map(|(i, k, v)| (i, (k, v)))
+            .collect();
+        for &(i, k, v) in lock(&self.acked).iter() {
+            assert_eq!(
+                log.get(&i),
+                Some(&(k, v)),
+                "the write {k}={v} acknowledged at index {i} is not there"
+            );
+        }
+    }
+}
+
+/// Runs one seeded schedule and checks it; panics with the seed and the actions on failure.
+pub fn run(p: Params) -> Outcome {
+    let w = World::new(p.clone());
+    for id in 1..=3 {
+        w.start(id, vec![1, 2, 3]);
+    }
+    if p.faults {
+        w.net.set_faults(NetFaults {
+            drop: 0.03,
+            duplicate: 0.03,
+            reorder: 0.05,
+            delay: 0.03,
+            max_delay: p.tick * 3,
+            seed: p.seed,
+        });
+    }
+    let stop = AtomicBool::new(false);
+    let mut rng = Rng::new(p.seed);
+    // Every kind of action once (in an order the seed shuffles), then at random.
+    let mut tour: Vec<u64> = (0..w.kinds()).collect();
+    for i in (1..tour.len()).rev() {
+        tour.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    let mut actions = Vec::new();
+    let result = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..p.clients)
+            .map(|c| {
+                let (w, stop) = (&w, &stop);
+                s.spawn(move || w.client(c, stop))
+            })
+            .collect();
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let (end, cap) = (
+                Instant::now() + p.duration,
+                Instant::now() + Duration::from_secs(60),
+            );
+            while Instant::now() < end
+                || (lock(&w.history).len() < p.min_events && Instant::now() < cap)
+            {
+                // A fault, then (every other step) a calm spell: links healed, holds released.
+                std::thread::sleep(p.every);
+                w.net.release();
+                let a = if rng.below(2) == 0 {
+                    w.net.heal();
+                    "calm".to_string()
+                } else if rng.below(6) == 0 {
+                    // Hold back one kind of message for a while.
+                    let t = [
+                        MessageType::MsgAppendResponse,
+                        MessageType::MsgHeartbeatResponse,
+                        MessageType::MsgAppend,
+                    ];
+                    let held = t[rng.below(3) as usize];
+                    w.net.hold(Route::of(held));
+                    format!("hold {held:?}")
+                } else {
+                    let forced = tour.pop();
+                    w.act(&mut rng, forced)
+                };
+                actions.push(format!("{:>6} ms: {a}", w.t0.elapsed().as_millis()));
+                if std::env::var("RAFTWAL_CHAOS_LOG").is_ok() {
+                    eprintln!(
+                        "{} | events {} | leader {:?} conf {:?} down {:?}",
+                        actions.last().map_or("", String::as_str),
+                        lock(&w.history).len(),
+                        w.leader(),
+                        w.membership(),
+                        lock(&w.down)
+                    );
+                }
+            }
+        }));
+        stop.store(true, Ordering::SeqCst);
+        w.net.release();
+        for c in clients {
+            let _ = c.join();
+        }
+        run
+    });
+    let check = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        if let Err(e) = result {
+            std::panic::resume_unwind(e);
+        }
+        let leader = w.settle();
+        // Final reads through the settled leader: every acknowledged write must show.
+        let (node, kv) = w.node(leader).expect("the leader runs");
+        for key in 0..p.keys {
+            let call = w.now();
+            node.read_index(Duration::from_secs(5))
+                .expect("a final read");
+            w.record(lin::Event {
+                key,
+                op: lin::Op::Read(kv.get(key)),
+                call,
+                ret: Some(w.now()),
+            });
+        }
+        w.check_logs(leader);
+        let h = lock(&w.history).clone();
+        if let Err(key) = lin::check(&h) {
+            let mut ops: Vec<_> = h.iter().filter(|e| e.key == key).collect();
+            ops.sort_by_key(|e| e.call);
+            panic!("key {key} is not linearizable: {ops:#?}");
+        }
+    }));
+    if let Err(e) = check {
+        eprintln!(
+            "seed {} failed (replay with RAFTWAL_SEED={}); actions:\n{}",
+            p.seed,
+            p.seed,
+            actions.join("\n")
+        );
+        std::panic::resume_unwind(e);
+    }
+    let events = lock(&w.history).len();
+    let acked = lock(&w.acked).len();
+    Outcome {
+        events,
+        acked,
+        lease_reads: w.lease_reads.load(Ordering::SeqCst) as usize,
+        actions,
+        snapshots: w.net.stats().snapshots,
+    }
+}
