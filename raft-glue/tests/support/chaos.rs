@@ -421,9 +421,9 @@ impl World {
     /// The number of kinds of nemesis action.
     fn kinds(&self) -> u64 {
         if self.p.sim {
-            10
+            11
         } else {
-            9
+            10
         }
     }
 
@@ -495,6 +495,20 @@ impl World {
             }
             7 => self.replace_voter(rng),
             8 => self.remove_leader(),
+            9 => {
+                // The leader is cut off the moment it next sends one kind of message.
+                let Some(l) = leader else {
+                    return "nothing".into();
+                };
+                let t = [
+                    MessageType::MsgAppend,
+                    MessageType::MsgHeartbeat,
+                    MessageType::MsgTimeoutNow,
+                ][rng.below(3) as usize];
+                let rest: Vec<u64> = live.iter().copied().filter(|&i| i != l).collect();
+                self.net.partition_on(Route::from(l, t), &[l], &rest);
+                format!("partition {l} on its next {t:?}")
+            }
             _ => {
                 let Some(x) = rng.pick(&live) else {
                     return "nothing".into();
