@@ -286,7 +286,10 @@ impl Reads {
         } else {
             self.next_renewal = None;
         }
-        self.parked.retain(|p| p.deadline.is_none_or(|d| real < d));
+        let expired = |p: &Pending| p.deadline.is_some_and(|d| real >= d);
+        for p in self.parked.extract_if(.., |p| expired(p)) {
+            p.waiter.err(Error::ReadTimeout);
+        }
         if leader && node.raft.commit_to_current_term() {
             for p in std::mem::take(&mut self.parked) {
                 let seq = self.seq_of(&p.ctx);
@@ -296,9 +299,11 @@ impl Reads {
         let no_leader = !leader && node.raft.leader_id == 0;
         let (retry, mut again) = (self.retry, Vec::new());
         self.pending.retain(|seq, p| {
-            let gone = p.deadline.is_some_and(|d| real >= d)
-                || (p.deadline.is_none() && now >= p.last_issued + retry);
-            if gone {
+            if expired(p) {
+                std::mem::replace(&mut p.waiter, Waiter::Renew).err(Error::ReadTimeout);
+                return false;
+            }
+            if p.deadline.is_none() && now >= p.last_issued + retry {
                 return false;
             }
             if now >= p.last_issued + retry {
