@@ -68,6 +68,7 @@ fn generated_inputs() {
             scenarios::wal_crash(&data);
             scenarios::snapshot_crash(&data);
             scenarios::raft_storage_crash(&data);
+            scenarios::raft_messages(&data);
         }
     }
 }
@@ -75,4 +76,9 @@ fn generated_inputs() {
 #[test]
 fn raft_storage_crash_inputs() {
     replay("raft_storage_crash", scenarios::raft_storage_crash);
+}
+
+#[test]
+fn raft_messages_inputs() {
+    replay("raft_messages", scenarios::raft_messages);
 }

@@ -7,6 +7,10 @@
 //! Each scenario panics (with a message) on a broken invariant; returning means all held.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+#[path = "raft_messages.rs"]
+mod raft_messages;
+pub use raft_messages::raft_messages;
+
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;

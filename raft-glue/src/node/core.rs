@@ -13,6 +13,7 @@
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use raft::eraftpb::{ConfState, Entry, EntryType, Message, MessageType};
 use raft::{RawNode, SnapshotStatus, StateRole};
@@ -67,6 +68,8 @@ pub(crate) struct Core<L: BatchStore, S: SnapshotStore, M, T> {
     pub(super) dropped_seen: u64,
     /// With batching: rounds handed to the persistence thread.
     pub(super) persist: Option<Sender<Job>>,
+    /// When the next tick is due (the node's clock).
+    pub(super) next_tick: Instant,
 }
 
 /// Whether an event brings new entries to persist: a proposal, or a leader's append.
@@ -85,70 +88,96 @@ where
     M: StateMachine,
     T: Transport,
 {
+    /// The Raft node (for test support that inspects it).
+    #[cfg(feature = "testing")]
+    pub(crate) fn raw(&self) -> &RawNode<RaftStorage<L, S>> {
+        &self.node
+    }
+
+    /// The node's thread: turns until the node stops, then answers every waiting caller.
     pub(crate) fn run(&mut self, rx: &Receiver<Event>) {
-        let conf = self.node.raft.prs().conf().to_conf_state();
-        self.publish_conf(&conf);
-        let tick = self.cfg.tick;
-        let batch = self.cfg.batch_proposals;
-        let mut next_tick = self.clock.now() + tick;
+        self.begin();
         let stop = loop {
             // Wait until the next tick by the clock (re-checked at least every tick of real
             // time, so a clock moved by hand is noticed).
-            let wait = next_tick
+            let wait = self
+                .next_tick
                 .saturating_duration_since(self.clock.now())
-                .min(tick);
-            let mut stop = None;
-            match rx.recv_timeout(wait) {
-                Ok(ev) => {
-                    let mut proposals = usize::from(carries_entries(&ev));
-                    stop = self.handle(ev);
-                    // Everything already queued joins this round (one fsync for all of it),
-                    // unless batching is off: then a round takes one proposal (leader) or one
-                    // append of entries (follower), so every entry costs an fsync on every node.
-                    for _ in 0..1024 {
-                        if stop.is_some() || (!batch && proposals > 0) {
-                            break;
+                .min(self.cfg.tick);
+            if let Some(e) = self.turn(rx, wait) {
+                break e;
+            }
+        };
+        self.end(&stop);
+    }
+
+    /// Before the first turn.
+    pub(crate) fn begin(&mut self) {
+        let conf = self.node.raft.prs().conf().to_conf_state();
+        self.publish_conf(&conf);
+        self.next_tick = self.clock.now() + self.cfg.tick;
+    }
+
+    /// One iteration of the loop: waits up to `wait` for an event, takes every one queued,
+    /// ticks when due, and handles the `Ready`. `Some` when the node stops.
+    pub(crate) fn turn(&mut self, rx: &Receiver<Event>, wait: Duration) -> Option<Error> {
+        let batch = self.cfg.batch_proposals;
+        let mut stop = None;
+        match rx.recv_timeout(wait) {
+            Ok(ev) => {
+                let mut proposals = usize::from(carries_entries(&ev));
+                stop = self.handle(ev);
+                // Everything already queued joins this round (one fsync for all of it), unless
+                // batching is off: then a round takes one proposal (leader) or one append of
+                // entries (follower), so every entry costs an fsync on every node.
+                for _ in 0..1024 {
+                    if stop.is_some() || (!batch && proposals > 0) {
+                        break;
+                    }
+                    match rx.try_recv() {
+                        Ok(ev) => {
+                            proposals += usize::from(carries_entries(&ev));
+                            stop = self.handle(ev);
                         }
-                        match rx.try_recv() {
-                            Ok(ev) => {
-                                proposals += usize::from(carries_entries(&ev));
-                                stop = self.handle(ev);
-                            }
-                            Err(_) => break,
-                        }
+                        Err(_) => break,
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => stop = Some(Error::Shutdown),
             }
-            self.proposals.flush(&mut self.node);
-            if let Some(e) = stop {
-                break e;
-            }
-            let now = self.clock.now();
-            if now >= next_tick {
-                self.node.tick();
-                // A whole tick after this one, never less: the lease argument (`reads.rs`)
-                // counts on ticks being at least `tick` apart.
-                next_tick = now + tick;
-            }
-            self.reads.poll(&mut self.node, now);
-            self.maintain_membership();
-            for id in self.transport.unreachable() {
-                self.node.report_unreachable(id);
-            }
-            if let Err(e) = self.on_ready() {
-                break e;
-            }
-            // Received snapshots Raft did not install this round are stale: discard them.
-            for r in self.snapshots.received.drain(..) {
-                r.cancel();
-            }
-            self.maybe_snapshot();
-            self.publish();
-        };
-        self.proposals.fail_all(&stop);
-        self.reads.fail_all(&stop);
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => stop = Some(Error::Shutdown),
+        }
+        self.proposals.flush(&mut self.node);
+        if stop.is_some() {
+            return stop;
+        }
+        let now = self.clock.now();
+        if now >= self.next_tick {
+            self.node.tick();
+            // A whole tick after this one, never less: the lease argument (`reads.rs`) counts
+            // on ticks being at least `tick` apart.
+            self.next_tick = now + self.cfg.tick;
+        }
+        self.reads.poll(&mut self.node, now);
+        self.maintain_membership();
+        for id in self.transport.unreachable() {
+            self.node.report_unreachable(id);
+        }
+        if let Err(e) = self.on_ready() {
+            return Some(e);
+        }
+        // Received snapshots Raft did not install this round are stale: discard them.
+        for r in self.snapshots.received.drain(..) {
+            r.cancel();
+        }
+        self.maybe_snapshot();
+        self.publish();
+        None
+    }
+
+    /// After the last turn: every waiting caller gets `stop`.
+    pub(crate) fn end(&mut self, stop: &Error) {
+        self.proposals.fail_all(stop);
+        self.reads.fail_all(stop);
         for w in self.snapshots.waiters.drain(..) {
             let _ = w.send(Err(stop.clone()));
         }

@@ -62,7 +62,7 @@ impl Node {
     /// read or bootstrapped, or the snapshot cannot be restored.
     pub fn start<L, S, M, T>(
         cfg: Config,
-        mut sm: M,
+        sm: M,
         storage: RaftStorage<L, S>,
         transport: T,
     ) -> Result<Node>
@@ -73,111 +73,22 @@ impl Node {
         M: StateMachine,
         T: Transport,
     {
-        cfg.validate()?;
-        if cfg.max_message_size() > transport.max_message_size() {
-            return Err(Error::Config(format!(
-                "messages of up to {} bytes (commands of {}, appends of {}) exceed the transport's maximum of {}",
-                cfg.max_message_size(),
-                cfg.max_command_size,
-                cfg.max_size_per_msg,
-                transport.max_message_size()
-            )));
-        }
+        let (mut core, rx, mut node) = assemble(cfg, sm, storage, transport)?;
+        let id = node.id;
         let storage_err = |e: &dyn std::fmt::Display| Error::Storage(e.to_string());
-        // A brand-new node writes its initial membership into the log (a founding member) or
-        // starts empty and learns it from the leader (a joiner). Either way the state machine
-        // starts empty and the committed log is applied to it from the start.
-        let restarted = storage.is_initialized().map_err(|e| storage_err(&e))?;
-        if !restarted {
-            storage
-                .initialize(&ConfState {
-                    voters: cfg.peers.clone(),
-                    ..Default::default()
-                })
-                .map_err(|e| storage_err(&e))?;
-        }
-        // The state machine starts from the latest snapshot: its index is the applied index.
-        let mut applied = 0;
-        let mut conf_index = 0;
-        if let Some(m) = storage.recover_snapshot().map_err(|e| storage_err(&e))? {
-            snapshot::restore(storage.snapshots(), &mut sm, &m).map_err(Error::Storage)?;
-            applied = m.index;
-            conf_index = m.configuration_index;
-        }
-        let replayed_upto = storage.conf_index().map_err(|e| storage_err(&e))?;
-        let raft_cfg = raft::Config {
-            id: cfg.id,
-            applied,
-            election_tick: cfg.election_ticks,
-            heartbeat_tick: cfg.heartbeat_ticks,
-            check_quorum: true,
-            pre_vote: true,
-            max_size_per_msg: cfg.max_size_per_msg,
-            max_inflight_msgs: cfg.max_inflight_msgs,
-            ..Default::default()
-        };
-        raft_cfg
-            .validate()
-            .map_err(|e| Error::Config(e.to_string()))?;
-        let logger = slog::Logger::root(slog::Discard, slog::o!());
-        let raw = RawNode::new(&raft_cfg, storage, &logger).map_err(|e| storage_err(&e))?;
-        let (tx, rx) = mpsc::channel();
-        let status = Arc::new(Mutex::new(Status {
-            id: cfg.id,
-            applied,
-            snapshot_index: applied,
-            ..Status::default()
-        }));
-        let inbox: Arc<dyn Inbox> = Arc::new(StoreInbox(raw.store().snapshots_handle()));
-        let subscribers = Subscribers::default();
-        let now = cfg.clock.now();
-        // A restarted node may have promised a leader, before it stopped, not to vote for
-        // anyone else for an election timeout: it keeps that promise without remembering it.
-        let quiet_until = if restarted {
-            now + cfg.election_timeout()
-        } else {
-            now
-        };
-        let mut core = Core {
-            node: raw,
-            sm,
-            transport: Arc::new(transport),
-            events: tx.clone(),
-            clock: cfg.clock.clone(),
-            proposals: Proposals::new(cfg.id),
-            reads: Reads::new(cfg.id, cfg.lease(), cfg.heartbeat()),
-            guard: Guard::new(cfg.id, quiet_until, cfg.max_term_gap),
-            snapshots: SnapshotState {
-                threshold: cfg.snapshot_threshold,
-                trailing: cfg.trailing_entries,
-                index: applied,
-                attempted: applied,
-                conf_index,
-                ..SnapshotState::default()
-            },
-            membership: MembershipState { replayed_upto },
-            applied,
-            status: status.clone(),
-            subscribers: subscribers.clone(),
-            was_leader: false,
-            dropped_seen: 0,
-            persist: None,
-            cfg: cfg.clone(),
-        };
-        let mut persister = None;
-        if cfg.batch_proposals {
+        if core.cfg.batch_proposals {
             let (jobs_tx, jobs_rx) = mpsc::channel();
-            let (log, events) = (core.node.store().log_handle(), tx.clone());
-            persister = Some(
+            let (log, events) = (core.node.store().log_handle(), node.tx.clone());
+            node.persister = Mutex::new(Some(
                 std::thread::Builder::new()
-                    .name(format!("raftwal-persist-{}", cfg.id))
+                    .name(format!("raftwal-persist-{id}"))
                     .spawn(move || persist_loop(log.as_ref(), &jobs_rx, &events))
                     .map_err(|e| storage_err(&e))?,
-            );
+            ));
             core.persist = Some(jobs_tx);
         }
         let thread = std::thread::Builder::new()
-            .name(format!("raftwal-node-{}", cfg.id))
+            .name(format!("raftwal-node-{id}"))
             .spawn(move || {
                 // raft-rs panics on some storage errors (for example a failed read of a term):
                 // contain it so the node stops cleanly instead of vanishing.
@@ -188,17 +99,8 @@ impl Node {
                 }
             })
             .map_err(|e| storage_err(&e))?;
-        Ok(Node {
-            id: cfg.id,
-            tx,
-            inbox,
-            status,
-            subscribers,
-            max_command_size: cfg.max_command_size,
-            max_learner_lag: cfg.max_learner_lag,
-            thread: Mutex::new(Some(thread)),
-            persister: Mutex::new(persister),
-        })
+        node.thread = Mutex::new(Some(thread));
+        Ok(node)
     }
 
     /// The mailbox a transport delivers this node's messages to.
@@ -482,4 +384,127 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// A node's parts, not yet running: its core (the loop's state), the loop's event queue, and
+/// the handle (with no threads yet). Checks the configuration, bootstraps or restores the
+/// storage and the state machine.
+#[allow(clippy::type_complexity)]
+pub(crate) fn assemble<L, S, M, T>(
+    cfg: Config,
+    mut sm: M,
+    storage: RaftStorage<L, S>,
+    transport: T,
+) -> Result<(Core<L, S, M, T>, Receiver<Event>, Node)>
+where
+    L: BatchStore + Send + 'static,
+    S: SnapshotStore + Send + 'static,
+    S::Sink: 'static,
+    M: StateMachine,
+    T: Transport,
+{
+    cfg.validate()?;
+    if cfg.max_message_size() > transport.max_message_size() {
+        return Err(Error::Config(format!(
+                "messages of up to {} bytes (commands of {}, appends of {}) exceed the transport's maximum of {}",
+                cfg.max_message_size(),
+                cfg.max_command_size,
+                cfg.max_size_per_msg,
+                transport.max_message_size()
+            )));
+    }
+    let storage_err = |e: &dyn std::fmt::Display| Error::Storage(e.to_string());
+    // A brand-new node writes its initial membership into the log (a founding member) or
+    // starts empty and learns it from the leader (a joiner). Either way the state machine
+    // starts empty and the committed log is applied to it from the start.
+    let restarted = storage.is_initialized().map_err(|e| storage_err(&e))?;
+    if !restarted {
+        storage
+            .initialize(&ConfState {
+                voters: cfg.peers.clone(),
+                ..Default::default()
+            })
+            .map_err(|e| storage_err(&e))?;
+    }
+    // The state machine starts from the latest snapshot: its index is the applied index.
+    let mut applied = 0;
+    let mut conf_index = 0;
+    if let Some(m) = storage.recover_snapshot().map_err(|e| storage_err(&e))? {
+        snapshot::restore(storage.snapshots(), &mut sm, &m).map_err(Error::Storage)?;
+        applied = m.index;
+        conf_index = m.configuration_index;
+    }
+    let replayed_upto = storage.conf_index().map_err(|e| storage_err(&e))?;
+    let raft_cfg = raft::Config {
+        id: cfg.id,
+        applied,
+        election_tick: cfg.election_ticks,
+        heartbeat_tick: cfg.heartbeat_ticks,
+        check_quorum: true,
+        pre_vote: true,
+        max_size_per_msg: cfg.max_size_per_msg,
+        max_inflight_msgs: cfg.max_inflight_msgs,
+        ..Default::default()
+    };
+    raft_cfg
+        .validate()
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let logger = slog::Logger::root(slog::Discard, slog::o!());
+    let raw = RawNode::new(&raft_cfg, storage, &logger).map_err(|e| storage_err(&e))?;
+    let (tx, rx) = mpsc::channel();
+    let status = Arc::new(Mutex::new(Status {
+        id: cfg.id,
+        applied,
+        snapshot_index: applied,
+        ..Status::default()
+    }));
+    let inbox: Arc<dyn Inbox> = Arc::new(StoreInbox(raw.store().snapshots_handle()));
+    let subscribers = Subscribers::default();
+    let now = cfg.clock.now();
+    // A restarted node may have promised a leader, before it stopped, not to vote for
+    // anyone else for an election timeout: it keeps that promise without remembering it.
+    let quiet_until = if restarted {
+        now + cfg.election_timeout()
+    } else {
+        now
+    };
+    let core = Core {
+        node: raw,
+        sm,
+        transport: Arc::new(transport),
+        events: tx.clone(),
+        clock: cfg.clock.clone(),
+        proposals: Proposals::new(cfg.id),
+        reads: Reads::new(cfg.id, cfg.lease(), cfg.heartbeat()),
+        guard: Guard::new(cfg.id, quiet_until, cfg.max_term_gap),
+        snapshots: SnapshotState {
+            threshold: cfg.snapshot_threshold,
+            trailing: cfg.trailing_entries,
+            index: applied,
+            attempted: applied,
+            conf_index,
+            ..SnapshotState::default()
+        },
+        membership: MembershipState { replayed_upto },
+        applied,
+        status: status.clone(),
+        subscribers: subscribers.clone(),
+        was_leader: false,
+        dropped_seen: 0,
+        persist: None,
+        next_tick: now,
+        cfg: cfg.clone(),
+    };
+    let node = Node {
+        id: cfg.id,
+        tx,
+        inbox,
+        status,
+        subscribers,
+        max_command_size: cfg.max_command_size,
+        max_learner_lag: cfg.max_learner_lag,
+        thread: Mutex::new(None),
+        persister: Mutex::new(None),
+    };
+    Ok((core, rx, node))
 }

@@ -23,4 +23,8 @@ mod reads;
 mod snapshots;
 
 pub use config::{Config, MAX_CLOCK_DRIFT, MESSAGE_OVERHEAD};
+#[cfg(feature = "testing")]
+pub(crate) use core::Core;
+#[cfg(feature = "testing")]
+pub(crate) use handle::assemble;
 pub use handle::Node;

@@ -1,4 +1,4 @@
-//! A conformance suite for `raft::Storage` implementations (feature `testing`): raft-rs 0.7's
+//! A conformance suite for `raft::Storage` implementations: raft-rs 0.7's
 //! own storage rules (its `MemStorage` tests, generalised where `MemStorage` makes a choice the
 //! contract leaves open), each checked again after the storage is closed and reopened when
 //! the implementation can be.
@@ -12,9 +12,6 @@
 //! let report = check_storage(MemStorageHarness::default);
 //! assert!(report.reopened.is_empty()); // an in-memory storage cannot be reopened
 //! ```
-
-// A test suite: a broken rule is reported by panicking, as assertions do.
-#![allow(clippy::panic)]
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
