@@ -42,7 +42,7 @@ fn bench(c: &mut Criterion) {
     for batch in [true, false] {
         let name = if batch { "batching_on" } else { "batching_off" };
         let root = tempfile::tempdir().unwrap();
-        let cl = cluster::start(root.path(), batch).unwrap();
+        let cl = cluster::start(root.path(), batch, false).unwrap();
         let leader = cluster::leader(&cl).unwrap();
         let apply = || {
             leader

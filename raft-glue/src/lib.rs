@@ -95,9 +95,11 @@ pub use error::{Error as NodeError, Result as NodeResult};
 pub use mailbox::Mailbox;
 pub use node::{Config, Node, MAX_CLOCK_DRIFT, MESSAGE_OVERHEAD};
 pub use state_machine::{StateMachine, StateSnapshot};
+#[cfg(feature = "dev-certs")]
+pub use transport::DevCa;
 pub use transport::{
-    MemNetwork, MemTransport, NetFaults, NetStats, Route, TcpServer, TcpTransport, Transport,
-    MAX_FRAME, SNAPSHOT_CHUNK,
+    node_name, MemNetwork, MemTransport, NetFaults, NetStats, Route, Security, TcpOptions,
+    TcpServer, TcpTransport, TlsIdentity, Transport, DEFAULT_MAX_FRAME, SNAPSHOT_CHUNK,
 };
 pub use types::{
     Applied, DropReason, Membership, NodeEvent, Proposal, ReadPoint, ReadVia, Role, Status,

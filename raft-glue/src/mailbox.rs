@@ -51,7 +51,11 @@ pub(crate) enum Event {
     Transfer {
         to: u64,
     },
-    Step(Box<Message>),
+    /// A message from the network; `peer` is the connection's (authenticated) peer, if known.
+    Step {
+        msg: Box<Message>,
+        peer: Option<u64>,
+    },
     /// Take a snapshot now.
     Snapshot(SyncSender<Result<SnapshotMeta>>),
     /// The snapshot thread finished.
@@ -65,6 +69,7 @@ pub(crate) enum Event {
     SnapshotReceived {
         msg: Box<Message>,
         data: Box<dyn Received>,
+        peer: Option<u64>,
     },
     Shutdown,
 }
@@ -83,9 +88,22 @@ impl std::fmt::Debug for Mailbox {
 }
 
 impl Mailbox {
-    /// Hands a message to the node (dropped if it has stopped).
+    /// Hands a message to the node (dropped if it has stopped). Its sender is taken on trust:
+    /// for transports that know no peer identity (the in-memory network).
     pub fn deliver(&self, msg: Message) {
-        let _ = self.tx.send(Event::Step(Box::new(msg)));
+        let _ = self.tx.send(Event::Step {
+            msg: Box::new(msg),
+            peer: None,
+        });
+    }
+
+    /// Hands a message that arrived from `peer` (as the transport authenticated it) to the
+    /// node, which drops it unless `peer` is its sender.
+    pub fn deliver_from(&self, peer: u64, msg: Message) {
+        let _ = self.tx.send(Event::Step {
+            msg: Box::new(msg),
+            peer: Some(peer),
+        });
     }
 
     /// Receives a snapshot a leader streams out of band: `msg` is its `MsgSnapshot` (the
@@ -99,6 +117,37 @@ impl Mailbox {
     /// a stopped node; nothing is kept then.
     pub fn receive_snapshot(
         &self,
+        msg: Message,
+        meta: &SnapshotMeta,
+        data: &mut dyn Read,
+    ) -> io::Result<()> {
+        self.receive(None, msg, meta, data)
+    }
+
+    /// As [`Mailbox::receive_snapshot`], from `peer` as the transport authenticated it: a
+    /// snapshot whose sender is not `peer` is refused.
+    ///
+    /// # Errors
+    /// As [`Mailbox::receive_snapshot`].
+    pub fn receive_snapshot_from(
+        &self,
+        peer: u64,
+        msg: Message,
+        meta: &SnapshotMeta,
+        data: &mut dyn Read,
+    ) -> io::Result<()> {
+        if msg.from != peer {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("a snapshot from {} on the connection of {peer}", msg.from),
+            ));
+        }
+        self.receive(Some(peer), msg, meta, data)
+    }
+
+    fn receive(
+        &self,
+        peer: Option<u64>,
         msg: Message,
         meta: &SnapshotMeta,
         data: &mut dyn Read,
@@ -124,6 +173,7 @@ impl Mailbox {
         let ev = Event::SnapshotReceived {
             msg: Box::new(msg),
             data,
+            peer,
         };
         if let Err(mpsc::SendError(Event::SnapshotReceived { data, .. })) = self.tx.send(ev) {
             data.cancel();

@@ -74,6 +74,8 @@ pub struct Status {
     pub snapshot_index: u64,
     /// Whether the node has stopped (shut down, or stopped by an error).
     pub stopped: bool,
+    /// Why it stopped ([`Error::Shutdown`] after [`Node::shutdown`](crate::Node::shutdown)).
+    pub stop_reason: Option<Error>,
     /// The configuration: voters.
     pub voters: Vec<u64>,
     /// The configuration: learners.
@@ -183,6 +185,8 @@ pub enum DropReason {
     NotFromLeader,
     /// A vote or pre-vote request during the quiet period after a (re)start.
     VoteAfterRestart,
+    /// Its sender is not the peer the transport authenticated on its connection.
+    Spoofed,
 }
 
 impl fmt::Display for DropReason {
@@ -195,6 +199,7 @@ impl fmt::Display for DropReason {
             DropReason::Malformed => "malformed",
             DropReason::NotFromLeader => "not_from_leader",
             DropReason::VoteAfterRestart => "vote_after_restart",
+            DropReason::Spoofed => "spoofed",
         })
     }
 }

@@ -1,6 +1,10 @@
-//! Three `Node`s over the TCP transport on 127.0.0.1: replication, a node of another cluster is
-//! refused, a damaged snapshot stream is refused, a node restarted on the same port catches up
-//! by a snapshot streamed over TCP (the others compacted their logs meanwhile).
+//! Three `Node`s over the TCP transport on 127.0.0.1, with mutual TLS and in plaintext:
+//! replication, a node restarted on the same port catching up by a snapshot streamed over TCP,
+//! a damaged snapshot stream refused. And the attacks of an outsider on the same network:
+//! connecting without a certificate, with another CA's, or with a valid one while claiming
+//! another node's id; forged messages (a term of `u64::MAX`, an empty proposal, a proposal
+//! from a stranger, a configuration change removing a node); a thousand idle connections and
+//! a hundred that announce 64 MiB frames and stop; a peer that accepts and stops reading.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 #[path = "support/pairs.rs"]
@@ -13,12 +17,17 @@ mod wait;
 use wait::wait;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use raft::eraftpb::{Message, MessageType};
-use raftwal_glue::{Config, Node, Role, StateMachine, TcpServer, TcpTransport, Transport};
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType, Message, MessageType};
+use raftwal_glue::{
+    Config, DevCa, DropReason, Node, Role, StateMachine, TcpOptions, TcpServer, TcpTransport,
+    Transport,
+};
 use raftwal_snapshot::{FileSnapshotStore, SnapshotMeta, SnapshotStore};
 
 const CLUSTER: u64 = 0xC1u64;
@@ -49,29 +58,54 @@ struct Member {
     log: Log,
 }
 
-fn start(dir: &std::path::Path, id: u64, addrs: &HashMap<u64, SocketAddr>) -> Member {
-    try_start(dir, id, addrs).unwrap()
+/// A cluster of three on loopback ports, TLS (certificates from one development CA) or not.
+struct Net {
+    addrs: HashMap<u64, SocketAddr>,
+    ca: Option<DevCa>,
+    dir: tempfile::TempDir,
 }
 
-/// Starts a member; the port may still be held by a just-stopped one, which is the error.
-fn try_start(
-    dir: &std::path::Path,
-    id: u64,
-    addrs: &HashMap<u64, SocketAddr>,
-) -> std::io::Result<Member> {
-    let listener = TcpServer::bind(addrs[&id])?;
-    let storage = stores::open(dir);
-    let log = Log::default();
-    let cfg = Config {
-        tick: Duration::from_millis(10),
-        snapshot_threshold: 10,
-        trailing_entries: 2,
-        ..Config::new(id, vec![1, 2, 3])
-    };
-    let transport = TcpTransport::new(id, CLUSTER, addrs.clone());
-    let node = Node::start(cfg, log.clone(), storage, transport).unwrap();
-    let server = TcpServer::serve(listener, CLUSTER, node.mailbox())?;
-    Ok(Member { node, server, log })
+impl Net {
+    fn new(tls: bool) -> Self {
+        Net {
+            addrs: (1..=3)
+                .map(|id| {
+                    let l = TcpServer::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+                    (id, l.local_addr().unwrap())
+                })
+                .collect(),
+            ca: tls.then(|| DevCa::new().unwrap()),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn opts(&self, id: u64) -> TcpOptions {
+        match &self.ca {
+            Some(ca) => TcpOptions::tls(ca.identity(id).unwrap()),
+            None => TcpOptions::plaintext(),
+        }
+    }
+
+    /// Starts a member; the port may still be held by a just-stopped one, which is the error.
+    fn start(&self, id: u64) -> std::io::Result<Member> {
+        let listener = TcpServer::bind(self.addrs[&id])?;
+        let storage = stores::open(&self.dir.path().join(format!("n{id}")));
+        let log = Log::default();
+        let cfg = Config {
+            tick: Duration::from_millis(10),
+            snapshot_threshold: 10,
+            trailing_entries: 2,
+            ..Config::new(id, vec![1, 2, 3])
+        };
+        let transport = TcpTransport::new(id, CLUSTER, self.addrs.clone(), self.opts(id));
+        let node = Node::start(cfg, log.clone(), storage, transport).unwrap();
+        let server = TcpServer::serve(listener, CLUSTER, node.mailbox(), self.opts(id))?;
+        Ok(Member { node, server, log })
+    }
+
+    fn start_all(&self) -> BTreeMap<u64, Member> {
+        (1..=3).map(|id| (id, self.start(id).unwrap())).collect()
+    }
 }
 
 fn leader(m: &BTreeMap<u64, Member>) -> Option<u64> {
@@ -83,19 +117,9 @@ fn leader(m: &BTreeMap<u64, Member>) -> Option<u64> {
     (l.len() == 1).then(|| l[0])
 }
 
-#[test]
-fn three_nodes_over_tcp() {
-    let d = tempfile::tempdir().unwrap();
-    // Reserve three loopback ports.
-    let addrs: HashMap<u64, SocketAddr> = (1..=3)
-        .map(|id| {
-            let l = TcpServer::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-            (id, l.local_addr().unwrap())
-        })
-        .collect();
-    let mut members: BTreeMap<u64, Member> = (1..=3)
-        .map(|id| (id, start(&d.path().join(format!("n{id}")), id, &addrs)))
-        .collect();
+fn replicate_restart_and_snapshot(tls: bool) {
+    let net = Net::new(tls);
+    let mut members = net.start_all();
     let l = wait(|| leader(&members)).expect("a leader over TCP");
     for i in 0..20 {
         members[&l]
@@ -103,32 +127,16 @@ fn three_nodes_over_tcp() {
             .apply(format!("c{i}").into_bytes(), Duration::from_secs(10))
             .unwrap();
     }
-    let want: Vec<Vec<u8>> = (0..20).map(|i| format!("c{i}").into_bytes()).collect();
+    let mut want: Vec<Vec<u8>> = (0..20).map(|i| format!("c{i}").into_bytes()).collect();
     assert!(wait(|| members
         .values()
         .all(|m| *m.log.0.lock().unwrap() == want)
         .then_some(()))
     .is_some());
 
-    // A node of another cluster is refused at the handshake.
-    let mut foreign_addrs = HashMap::new();
-    foreign_addrs.insert(1, addrs[&1]);
-    let foreign = TcpTransport::new(9, CLUSTER + 1, foreign_addrs);
-    let mut m = Message::default();
-    m.set_msg_type(MessageType::MsgHeartbeat);
-    m.from = 9;
-    m.to = 1;
-    m.term = 1_000;
-    foreign.send(m);
-    assert!(wait(|| (members[&1].server.refused() > 0).then_some(())).is_some());
-    assert!(
-        members[&1].node.status().term < 1_000,
-        "a foreign message reached Raft"
-    );
-
     // A snapshot stream whose bytes do not match the announced checksum is refused, and
     // nothing is kept.
-    let sender = TcpTransport::new(l, CLUSTER, addrs.clone());
+    let sender = TcpTransport::new(l, CLUSTER, net.addrs.clone(), net.opts(l));
     let to = (1..=3).find(|&i| i != l).unwrap();
     let mut msg = Message::default();
     msg.set_msg_type(MessageType::MsgSnapshot);
@@ -145,16 +153,14 @@ fn three_nodes_over_tcp() {
         checksum: crc32fast::hash(b"something else"),
         ..SnapshotMeta::default()
     };
-    let r = sender.send_snapshot(msg, &meta, &mut &data[..]);
-    assert!(r.is_err(), "a damaged snapshot was taken");
+    assert!(sender.send_snapshot(msg, &meta, &mut &data[..]).is_err());
     assert!(members[&to].node.status().snapshot_index < 1_000);
 
     // Restart a follower on the same port after the others compacted their logs: it catches
     // up by a snapshot streamed over TCP, then from the log.
-    let f = (1..=3).find(|&i| i != l).unwrap();
+    let f = to;
     drop(members.remove(&f));
     let l = wait(|| leader(&members)).expect("still a leader");
-    let mut want = want;
     for i in 0..40 {
         let c = format!("while down {i}").into_bytes();
         members[&l]
@@ -164,8 +170,7 @@ fn three_nodes_over_tcp() {
         want.push(c);
     }
     assert!(wait(|| (members[&l].node.status().snapshot_index >= 50).then_some(())).is_some());
-    let restarted = wait(|| try_start(&d.path().join(format!("n{f}")), f, &addrs).ok())
-        .expect("restart on the same port");
+    let restarted = wait(|| net.start(f).ok()).expect("restart on the same port");
     members.insert(f, restarted);
     assert!(
         wait(|| (*members[&f].log.0.lock().unwrap() == want).then_some(())).is_some(),
@@ -173,9 +178,305 @@ fn three_nodes_over_tcp() {
     );
     let s = members[&f].node.status();
     assert!(s.snapshot_index >= 50, "caught up by snapshot: {s:?}");
-    let stored = FileSnapshotStore::open(d.path().join(format!("n{f}/snapshots")), 2)
+    let stored = FileSnapshotStore::open(net.dir.path().join(format!("n{f}/snapshots")), 2)
         .unwrap()
         .list()
         .unwrap();
     assert!(stored.iter().all(|m| m.id != "bogus"), "{stored:?}");
+}
+
+#[test]
+fn three_nodes_over_mutual_tls() {
+    replicate_restart_and_snapshot(true);
+}
+
+#[test]
+fn three_nodes_over_plaintext() {
+    replicate_restart_and_snapshot(false);
+}
+
+fn heartbeat(from: u64, to: u64, term: u64) -> Message {
+    let mut m = Message::default();
+    m.set_msg_type(MessageType::MsgHeartbeat);
+    m.from = from;
+    m.to = to;
+    m.term = term;
+    m
+}
+
+/// Without a certificate, with another CA's, or with a valid one claiming another node's id:
+/// refused at the handshake. With a valid one, a message claiming another sender: dropped.
+#[test]
+fn only_certified_peers_speak_and_only_for_themselves() {
+    let net = Net::new(true);
+    let members = net.start_all();
+    let l = wait(|| leader(&members)).expect("a leader");
+    let target = (1..=3).find(|&i| i != l).unwrap();
+    let to: HashMap<u64, SocketAddr> = [(target, net.addrs[&target])].into();
+    let refused =
+        |n: u64| wait(|| (members[&target].server.refused() >= n).then_some(())).is_some();
+    let term = members[&target].node.status().term;
+
+    // Plaintext into a TLS server.
+    let plain = TcpTransport::new(l, CLUSTER, to.clone(), TcpOptions::plaintext());
+    plain.send(heartbeat(l, target, term + 5));
+    assert!(refused(1), "a plaintext peer was not refused");
+    // A certificate from another CA.
+    let other = DevCa::new().unwrap();
+    let stranger = TcpTransport::new(
+        l,
+        CLUSTER,
+        to.clone(),
+        TcpOptions::tls(other.identity(l).unwrap()),
+    );
+    stranger.send(heartbeat(l, target, term + 5));
+    assert!(refused(2), "another CA's certificate was not refused");
+    // This CA's certificate for node 9, claiming to be the leader.
+    let ca = net.ca.as_ref().unwrap();
+    let liar = TcpTransport::new(
+        l,
+        CLUSTER,
+        to.clone(),
+        TcpOptions::tls(ca.identity(9).unwrap()),
+    );
+    liar.send(heartbeat(l, target, term + 5));
+    assert!(
+        refused(3),
+        "a certificate naming another node was not refused"
+    );
+    // Node 9's certificate, honest in the handshake, forging the leader's messages.
+    let forger = TcpTransport::new(9, CLUSTER, to, TcpOptions::tls(ca.identity(9).unwrap()));
+    forger.send(heartbeat(l, target, term + 5));
+    let spoofed = wait(|| {
+        let s = members[&target].node.status();
+        s.dropped
+            .get(&DropReason::Spoofed)
+            .copied()
+            .filter(|&n| n > 0)
+    });
+    assert!(spoofed.is_some(), "{:?}", members[&target].node.status());
+    assert_eq!(
+        members[&target].node.leader(),
+        Some(l),
+        "the forged heartbeat took effect"
+    );
+    assert!(members[&target].node.status().term < term + 5);
+}
+
+/// Speaks the plaintext wire protocol by hand: a hello, then frames.
+fn raw(addr: SocketAddr, from: u64) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut hello = b"RWRAFT\x00\x02".to_vec();
+    hello.extend_from_slice(&CLUSTER.to_le_bytes());
+    hello.extend_from_slice(&from.to_le_bytes());
+    s.write_all(&hello).unwrap();
+    s
+}
+
+fn frame(s: &mut TcpStream, m: &Message) {
+    let b = m.write_to_bytes().unwrap();
+    s.write_all(&(b.len() as u32).to_le_bytes()).unwrap();
+    s.write_all(&b).unwrap();
+}
+
+/// The attacks of the audit against a plaintext cluster, whose handshake (the cluster id) an
+/// attacker knows: each forged message is dropped, no node stops, nothing is written, nobody
+/// is removed, and the cluster keeps committing.
+#[test]
+fn forged_messages_neither_stop_nor_change_the_cluster() {
+    let net = Net::new(false);
+    let members = net.start_all();
+    let l = wait(|| leader(&members)).expect("a leader");
+    members[&l]
+        .node
+        .apply(b"before".to_vec(), Duration::from_secs(10))
+        .unwrap();
+    for id in 1..=3 {
+        let addr = net.addrs[&id];
+        let term = members[&id].node.status().term;
+        // A heartbeat at the largest term (it used to be persisted, then overflow).
+        let mut s = raw(addr, l);
+        frame(&mut s, &heartbeat(l, id, u64::MAX));
+        // An empty proposal (raft-rs's fatal!).
+        let mut p = Message::default();
+        p.set_msg_type(MessageType::MsgPropose);
+        p.from = 2;
+        p.to = id;
+        frame(&mut s, &p);
+        // A proposal writing a key, from a node that is not a member.
+        let mut s9 = raw(addr, 9);
+        let mut w = Message::default();
+        w.set_msg_type(MessageType::MsgPropose);
+        w.from = 9;
+        w.to = id;
+        w.term = term;
+        w.mut_entries().push(Entry {
+            data: b"forged".to_vec().into(),
+            ..Default::default()
+        });
+        frame(&mut s9, &w);
+        // A proposal removing node 2.
+        let mut cc = ConfChange::default();
+        cc.set_change_type(ConfChangeType::RemoveNode);
+        cc.node_id = 2;
+        let mut e = Entry {
+            data: cc.write_to_bytes().unwrap().into(),
+            ..Default::default()
+        };
+        e.set_entry_type(EntryType::EntryConfChange);
+        let mut r = w.clone();
+        r.set_entries(vec![e].into());
+        frame(&mut s9, &r);
+        // An empty read request, and a heartbeat committing past the log (raft-rs panics).
+        let mut ri = Message::default();
+        ri.set_msg_type(MessageType::MsgReadIndex);
+        ri.from = l;
+        ri.to = id;
+        frame(&mut s, &ri);
+        let mut hb = heartbeat(l, id, term);
+        hb.commit = 1 << 40;
+        frame(&mut s, &hb);
+    }
+    let dropped = |id: u64| members[&id].node.status().dropped.values().sum::<u64>();
+    assert!(
+        wait(|| (1..=3).all(|id| dropped(id) >= 5).then_some(())).is_some(),
+        "{:?}",
+        members
+            .values()
+            .map(|m| m.node.status().dropped)
+            .collect::<Vec<_>>()
+    );
+    for (id, m) in &members {
+        let s = m.node.status();
+        assert!(!s.stopped, "node {id} stopped: {s:?}");
+        assert!(s.term < 1 << 32, "node {id} took a forged term: {s:?}");
+        assert_eq!(s.voters, vec![1, 2, 3], "node {id}");
+    }
+    let l = wait(|| leader(&members)).expect("a leader");
+    members[&l]
+        .node
+        .apply(b"after".to_vec(), Duration::from_secs(10))
+        .unwrap();
+    let want = vec![b"before".to_vec(), b"after".to_vec()];
+    assert!(wait(|| members
+        .values()
+        .all(|m| *m.log.0.lock().unwrap() == want)
+        .then_some(()))
+    .is_some());
+}
+
+fn threads() -> usize {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn rss_mb() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        / 1024
+}
+
+/// A thousand idle connections and a hundred that announce a 64 MiB frame and stop: the
+/// server holds at most its connection limit, threads and memory stay bounded, idle ones are
+/// closed, and the cluster goes on.
+#[test]
+fn idle_and_half_sent_connections_stay_bounded() {
+    let net = Net::new(false);
+    let members = net.start_all();
+    let l = wait(|| leader(&members)).expect("a leader");
+    let (threads0, rss0) = (threads(), rss_mb());
+    let target = net.addrs[&1];
+    let mut held = Vec::new();
+    for _ in 0..1000 {
+        if let Ok(s) = TcpStream::connect(target) {
+            held.push(s);
+        }
+    }
+    for _ in 0..100 {
+        if let Ok(mut s) = TcpStream::connect(target) {
+            let mut hello = b"RWRAFT\x00\x02".to_vec();
+            hello.extend_from_slice(&CLUSTER.to_le_bytes());
+            hello.extend_from_slice(&2u64.to_le_bytes());
+            let _ = s.write_all(&hello);
+            let _ = s.write_all(&(64u32 << 20).to_le_bytes());
+            let _ = s.write_all(&[0u8; 100]);
+            held.push(s);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let server = &members[&1].server;
+    assert!(
+        server.connections() <= 64,
+        "{} connections held",
+        server.connections()
+    );
+    assert!(server.refused() > 900, "{} refused", server.refused());
+    let (threads1, rss1) = (threads(), rss_mb());
+    assert!(
+        threads1 <= threads0 + 70,
+        "threads grew from {threads0} to {threads1}"
+    );
+    assert!(
+        rss1 <= rss0 + 100,
+        "memory grew from {rss0} MB to {rss1} MB"
+    );
+    // The cluster still commits.
+    members[&l]
+        .node
+        .apply(b"under siege".to_vec(), Duration::from_secs(10))
+        .unwrap();
+    drop(held);
+}
+
+/// A peer that accepts connections and never reads: the writer's blocked write times out, the
+/// peer is reported unreachable, and what is queued for it stays within the byte bound.
+#[test]
+fn a_peer_that_stops_reading_is_reported_unreachable() {
+    let sink = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = sink.local_addr().unwrap();
+    let accepted = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        sink.set_nonblocking(true).unwrap();
+        let until = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < until {
+            if let Ok((s, _)) = sink.accept() {
+                conns.push(s); // held open, never read
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let opts = TcpOptions {
+        write_timeout: Duration::from_millis(500),
+        queue_bytes: 4 << 20,
+        ..TcpOptions::plaintext()
+    };
+    let t = TcpTransport::new(1, CLUSTER, [(2, addr)].into(), opts);
+    let mut big = heartbeat(1, 2, 1);
+    big.set_msg_type(MessageType::MsgAppend);
+    big.mut_entries().push(Entry {
+        data: vec![0u8; 256 << 10].into(),
+        ..Default::default()
+    });
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut unreachable = false;
+    while Instant::now() < deadline && !unreachable {
+        for _ in 0..64 {
+            t.send(big.clone());
+        }
+        unreachable = t.unreachable().contains(&2);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        unreachable,
+        "a peer that stopped reading was never reported"
+    );
+    assert!(t.overflowed() > 0, "the queue was not bounded");
+    drop(t);
+    drop(accepted);
 }

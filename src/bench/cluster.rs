@@ -1,5 +1,6 @@
 //! `raftwal bench --cluster`: a 3-node Raft cluster in this process, on-disk WALs, TCP on
-//! loopback, 256-byte commands, closed-loop clients; with the node's fsync batching on and off.
+//! loopback, 256-byte commands, closed-loop clients; with the node's fsync batching on and off,
+//! and with batching on over mutual TLS against plaintext.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -9,7 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use raftwal_glue::{
-    Config, Node, NodeError, RaftStorage, Role, StateMachine, TcpServer, TcpTransport,
+    Config, DevCa, Node, NodeError, RaftStorage, Role, StateMachine, TcpOptions, TcpServer,
+    TcpTransport,
 };
 use raftwal_snapshot::MemSnapshotStore;
 use raftwal_wal::{Wal, WalOptions};
@@ -50,11 +52,13 @@ impl Drop for Cluster {
     }
 }
 
-/// Starts a cluster in `root`, with the nodes' fsync batching on or off.
+/// Starts a cluster in `root`, with the nodes' fsync batching on or off, over mutual TLS (with
+/// certificates from a development CA made now) or plaintext.
 ///
 /// # Errors
-/// Bind, WAL and start-up errors.
-pub fn start(root: &Path, batch: bool) -> Result<Cluster, Error> {
+/// Bind, WAL, certificate and start-up errors.
+pub fn start(root: &Path, batch: bool, tls: bool) -> Result<Cluster, Error> {
+    let ca = if tls { Some(DevCa::new()?) } else { None };
     let listeners: Vec<(u64, std::net::TcpListener)> = (1..=3)
         .map(|id| Ok((id, TcpServer::bind("127.0.0.1:0".parse()?)?)))
         .collect::<Result<_, Error>>()?;
@@ -72,13 +76,17 @@ pub fn start(root: &Path, batch: bool) -> Result<Cluster, Error> {
             batch_proposals: batch,
             ..Config::new(id, vec![1, 2, 3])
         };
+        let opts = match &ca {
+            Some(ca) => TcpOptions::tls(ca.identity(id)?),
+            None => TcpOptions::plaintext(),
+        };
         let node = Arc::new(Node::start(
             cfg,
             Nop,
             storage,
-            TcpTransport::new(id, 7, addrs.clone()),
+            TcpTransport::new(id, 7, addrs.clone(), opts.clone()),
         )?);
-        servers.push(TcpServer::serve(listener, 7, node.mailbox())?);
+        servers.push(TcpServer::serve(listener, 7, node.mailbox(), opts)?);
         nodes.insert(id, node);
     }
     Ok(Cluster {
@@ -115,10 +123,10 @@ pub fn run(
     size: usize,
 ) -> Result<Vec<Row>, Error> {
     let mut rows: Vec<Row> = Vec::new();
-    for batch in [false, true] {
+    for (batch, tls) in [(false, false), (true, false), (true, true)] {
         for &n in clients {
-            let dir = root.join(format!("cluster-{batch}-{n}"));
-            let c = start(&dir, batch)?;
+            let dir = root.join(format!("cluster-{batch}-{tls}-{n}"));
+            let c = start(&dir, batch, tls)?;
             let l = leader(&c)?;
             let stop = Arc::new(AtomicBool::new(false));
             let start = Instant::now();
@@ -154,8 +162,9 @@ pub fn run(
             }
             let secs = start.elapsed().as_secs_f64();
             let name = format!(
-                "3-node cluster, {n} client(s), batching {}",
-                if batch { "on" } else { "off" }
+                "3-node cluster, {n} client(s), batching {}{}",
+                if batch { "on" } else { "off" },
+                if tls { ", mutual TLS" } else { "" }
             );
             let mut r = row(
                 "cluster",
@@ -166,11 +175,16 @@ pub fn run(
                 secs,
                 &hist,
             );
-            if batch {
-                let off = format!("3-node cluster, {n} client(s), batching off");
-                if let Some(b) = rows.iter().find(|x| x.name == off) {
-                    r.baseline = Some(off.clone());
+            // Batching on against off; TLS against plaintext (both batching on).
+            let base = match (batch, tls) {
+                (true, false) => Some(format!("3-node cluster, {n} client(s), batching off")),
+                (true, true) => Some(format!("3-node cluster, {n} client(s), batching on")),
+                _ => None,
+            };
+            if let Some(base) = base {
+                if let Some(b) = rows.iter().find(|x| x.name == base) {
                     r.ratio = Some(r.entries_per_sec / b.entries_per_sec.max(1e-9));
+                    r.baseline = Some(base);
                 }
             }
             rows.push(r);

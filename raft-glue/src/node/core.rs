@@ -76,7 +76,9 @@ pub(crate) struct Core<L: BatchStore, S: SnapshotStore, M, T> {
 fn carries_entries(ev: &Event) -> bool {
     match ev {
         Event::Propose { .. } => true,
-        Event::Step(m) => m.get_msg_type() == MessageType::MsgAppend && !m.entries.is_empty(),
+        Event::Step { msg, .. } => {
+            msg.get_msg_type() == MessageType::MsgAppend && !msg.entries.is_empty()
+        }
         _ => false,
     }
 }
@@ -185,20 +187,25 @@ where
         if let Some(t) = self.snapshots.writer.take() {
             let _ = t.join();
         }
-        lock(&self.status).stopped = true;
+        if *stop != Error::Shutdown {
+            tracing::error!(node = self.node.raft.id, error = %stop, "the node stopped");
+        }
+        let mut s = lock(&self.status);
+        s.stopped = true;
+        s.stop_reason = Some(stop.clone());
     }
 
     fn handle(&mut self, ev: Event) -> Option<Error> {
         let now = self.clock.now();
         match ev {
             Event::Shutdown => return Some(Error::Shutdown),
-            Event::Step(m) => {
-                if self.guard.admit(&self.node, &m, now, false) {
-                    let _ = self.node.step(*m);
+            Event::Step { msg, peer } => {
+                if self.guard.admit(&self.node, &msg, peer, now, false) {
+                    let _ = self.node.step(*msg);
                 }
             }
-            Event::SnapshotReceived { msg, data } => {
-                if self.guard.admit(&self.node, &msg, now, true) {
+            Event::SnapshotReceived { msg, data, peer } => {
+                if self.guard.admit(&self.node, &msg, peer, now, true) {
                     self.snapshots.received.push(data);
                     let _ = self.node.step(*msg);
                 } else {

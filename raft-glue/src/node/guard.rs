@@ -44,16 +44,22 @@ impl Guard {
         &self.dropped
     }
 
-    /// Whether `m` may be stepped into Raft; counts it if not. `snapshot` says it came with
-    /// its data through the snapshot path.
+    /// Whether `m` may be stepped into Raft; counts it if not. `peer` is the connection's
+    /// authenticated peer, if the transport knows it; `snapshot` says it came with its data
+    /// through the snapshot path.
     pub(crate) fn admit<S: Storage>(
         &mut self,
         node: &RawNode<S>,
         m: &Message,
+        peer: Option<u64>,
         now: Instant,
         snapshot: bool,
     ) -> bool {
-        match self.check(node, m, now, snapshot) {
+        let checked = match peer {
+            Some(p) if p != m.from => Err(DropReason::Spoofed),
+            _ => self.check(node, m, now, snapshot),
+        };
+        match checked {
             Ok(()) => true,
             Err(r) => {
                 *self.dropped.entry(r).or_default() += 1;

@@ -92,10 +92,18 @@ impl Node {
             .spawn(move || {
                 // raft-rs panics on some storage errors (for example a failed read of a term):
                 // contain it so the node stops cleanly instead of vanishing.
-                let stopped = core.status.clone();
+                let (stopped, id) = (core.status.clone(), core.cfg.id);
                 let run = std::panic::AssertUnwindSafe(|| core.run(&rx));
-                if std::panic::catch_unwind(run).is_err() {
-                    lock(&stopped).stopped = true;
+                if let Err(p) = std::panic::catch_unwind(run) {
+                    let what = p
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_string()))
+                        .unwrap_or_default();
+                    tracing::error!(node = id, panic = %what, "the node stopped on a panic");
+                    let mut s = lock(&stopped);
+                    s.stopped = true;
+                    s.stop_reason = Some(Error::Storage(format!("panic: {what}")));
                 }
             })
             .map_err(|e| storage_err(&e))?;

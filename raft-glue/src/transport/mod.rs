@@ -3,6 +3,8 @@
 
 mod mem;
 mod tcp;
+mod tls;
+mod wire;
 
 use std::io::{self, Read};
 
@@ -10,7 +12,11 @@ use raft::eraftpb::Message;
 use raftwal_snapshot::SnapshotMeta;
 
 pub use mem::{MemNetwork, MemTransport, NetFaults, NetStats, Route};
-pub use tcp::{TcpServer, TcpTransport, MAX_FRAME, SNAPSHOT_CHUNK};
+pub use tcp::{Security, TcpOptions, TcpServer, TcpTransport, DEFAULT_MAX_FRAME};
+#[cfg(feature = "dev-certs")]
+pub use tls::DevCa;
+pub use tls::{node_name, TlsIdentity};
+pub use wire::SNAPSHOT_CHUNK;
 
 /// Carries Raft messages to peers. Sends are fire-and-forget: Raft retries.
 pub trait Transport: Send + Sync + 'static {
@@ -46,5 +52,12 @@ pub trait Transport: Send + Sync + 'static {
     /// Unbounded by default.
     fn max_message_size(&self) -> usize {
         usize::MAX
+    }
+
+    /// Learns where peer `id` can be reached: the `address` a membership change that adds it
+    /// carries ([`Node::add_voter_at`](crate::Node::add_voter_at)), applied on every node.
+    /// Ignored by default.
+    fn set_address(&self, id: u64, address: &[u8]) {
+        let _ = (id, address);
     }
 }

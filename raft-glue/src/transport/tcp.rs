@@ -1,56 +1,232 @@
-//! The TCP transport: one outgoing connection per peer, length-prefixed frames, a cluster-id
-//! handshake.
+//! The TCP transport: one outgoing connection per peer, mutual TLS (or, as an explicit choice
+//! for tests and loopback, plaintext), the frames of `wire.rs`, and bounds on everything a
+//! peer or a stranger could make it hold.
 //!
-//! Wire format, all integers little-endian:
-//! - handshake, once per connection, client → server: magic `RWRAFT\0\x01` (8 bytes), cluster id
-//!   (u64), sender id (u64). A server closes a connection whose magic or cluster id is wrong, so
-//!   a node of another cluster is refused.
-//! - then frames: length (u32, at most [`MAX_FRAME`]), then a protobuf-encoded raft `Message`.
+//! Sending: a queue per peer, bounded in bytes ([`TcpOptions::queue_bytes`]; a message that
+//! does not fit is dropped, Raft retries), drained by the peer's writer thread. A write that
+//! does not complete within [`TcpOptions::write_timeout`] (a peer that stopped reading) breaks
+//! the connection; the peer is reported unreachable and reconnected with backoff (50 ms up to
+//! 2 s).
 //!
-//! A snapshot travels on a connection of its own, out of band: handshake with the magic
-//! `RWSNAP\0\x01` (then cluster id and sender id as above), a frame with the `MsgSnapshot`, a
-//! frame with the stored snapshot's metadata (`SnapshotMeta::encode`), then the data as chunk
-//! frames of at most [`SNAPSHOT_CHUNK`] bytes, ended by an empty frame. The receiver stores and
-//! verifies it (size and checksum), then answers one byte: 0 taken, 1 refused.
-//!
-//! Sends are pipelined through a bounded queue per peer, drained by that peer's writer thread;
-//! a full queue drops the message (Raft retries). A broken connection is re-established with
-//! exponential backoff (50 ms up to 2 s), and the peer is reported unreachable to Raft.
+//! Receiving ([`TcpServer`]): at most [`TcpOptions::max_connections`] connections at once
+//! (more are closed at once); the TLS handshake and the hello must complete within
+//! [`TcpOptions::handshake_timeout`]; a connection silent for [`TcpOptions::idle_timeout`] is
+//! closed; a frame's body is read as it arrives (never allocated from its length). The sender
+//! of every message must be the connection's peer (its certificate's id with TLS).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use protobuf::Message as _;
 use raft::eraftpb::Message;
 use raftwal_snapshot::SnapshotMeta;
+use rustls::{ClientConnection, ServerConnection, StreamOwned};
 
+use super::tls::{self, TlsIdentity};
+use super::wire::{self, Chunks, Deadline, Hello, MAGIC, SNAPSHOT_CHUNK, SNAP_MAGIC};
+use crate::lock;
 use crate::mailbox::Mailbox;
 use crate::transport::Transport;
 
-/// The largest frame accepted (a bigger length field closes the connection).
-pub const MAX_FRAME: u32 = 64 << 20;
-/// The largest chunk of snapshot data sent in one frame.
-pub const SNAPSHOT_CHUNK: usize = 1 << 20;
-const MAGIC: [u8; 8] = *b"RWRAFT\x00\x01";
-const SNAP_MAGIC: [u8; 8] = *b"RWSNAP\x00\x01";
-const QUEUE: usize = 4096;
+/// The default largest frame: room for the default configuration's largest message
+/// ([`Config::max_message_size`](crate::Config::max_message_size)) several times over.
+pub const DEFAULT_MAX_FRAME: usize = 8 << 20;
+
+/// How peers are authenticated.
+#[derive(Clone, Debug)]
+pub enum Security {
+    /// Mutual TLS with the cluster's CA (the default for anything on a network).
+    Tls(TlsIdentity),
+    /// No encryption, and a peer is whoever it says it is: only for tests and loopback.
+    Plaintext,
+}
+
+/// Settings shared by a node's [`TcpTransport`] and [`TcpServer`].
+#[derive(Clone, Debug)]
+pub struct TcpOptions {
+    /// How peers are authenticated.
+    pub security: Security,
+    /// The largest frame sent or accepted.
+    pub max_frame: usize,
+    /// Connections a server holds at once.
+    pub max_connections: usize,
+    /// Time for a new connection's TLS handshake and hello.
+    pub handshake_timeout: Duration,
+    /// A connection silent this long is closed (peers send heartbeats far more often).
+    pub idle_timeout: Duration,
+    /// A write blocked this long breaks its connection; the peer is reported unreachable.
+    pub write_timeout: Duration,
+    /// Bytes of messages queued for one peer at most.
+    pub queue_bytes: usize,
+}
+
+impl TcpOptions {
+    /// Mutual TLS with `identity`, and the default bounds: 8 MiB frames, 64 connections, 5 s
+    /// handshakes, 30 s idle, 5 s writes, 32 MiB queued per peer.
+    pub fn tls(identity: TlsIdentity) -> Self {
+        TcpOptions {
+            security: Security::Tls(identity),
+            ..Self::plaintext()
+        }
+    }
+
+    /// Plaintext (tests and loopback only), with the default bounds.
+    pub fn plaintext() -> Self {
+        TcpOptions {
+            security: Security::Plaintext,
+            max_frame: DEFAULT_MAX_FRAME,
+            max_connections: 64,
+            handshake_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(5),
+            queue_bytes: 32 << 20,
+        }
+    }
+}
+
+/// A connection, encrypted or not.
+enum Stream {
+    Plain(TcpStream),
+    Client(Box<StreamOwned<ClientConnection, TcpStream>>),
+    Server(Box<StreamOwned<ServerConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Client(s) => s.read(buf),
+            Stream::Server(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Client(s) => s.write(buf),
+            Stream::Server(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Client(s) => s.flush(),
+            Stream::Server(s) => s.flush(),
+        }
+    }
+}
+
+/// Where each peer listens; the application may change it at run time.
+type Book = Arc<RwLock<HashMap<u64, SocketAddr>>>;
+
+/// Opens a connection to `to` and says hello.
+fn connect(
+    addr: SocketAddr,
+    to: u64,
+    hello: Hello,
+    opts: &TcpOptions,
+) -> io::Result<BufWriter<Stream>> {
+    let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+    tcp.set_nodelay(true)?;
+    tcp.set_write_timeout(Some(opts.write_timeout))?;
+    tcp.set_read_timeout(Some(opts.handshake_timeout))?;
+    let stream = match &opts.security {
+        Security::Plaintext => Stream::Plain(tcp),
+        Security::Tls(id) => Stream::Client(Box::new(id.connect(to, tcp)?)),
+    };
+    let mut w = BufWriter::with_capacity(64 << 10, stream);
+    w.write_all(&hello.encode())?;
+    w.flush()?;
+    Ok(w)
+}
+
+/// A peer's outgoing messages, bounded in bytes.
+struct Queue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+    limit: usize,
+}
+
+#[derive(Default)]
+struct QueueState {
+    msgs: VecDeque<(Message, usize)>,
+    bytes: usize,
+    closed: bool,
+}
+
+impl Queue {
+    fn new(limit: usize) -> Self {
+        Queue {
+            state: Mutex::default(),
+            ready: Condvar::new(),
+            limit,
+        }
+    }
+
+    /// Queues `m`, unless it would exceed the byte bound (then it is dropped: `false`).
+    fn push(&self, m: Message) -> bool {
+        let size = m.compute_size() as usize;
+        let mut s = lock(&self.state);
+        if s.closed || (s.bytes + size > self.limit && !s.msgs.is_empty()) {
+            return false;
+        }
+        s.bytes += size;
+        s.msgs.push_back((m, size));
+        drop(s);
+        self.ready.notify_one();
+        true
+    }
+
+    /// The next message, waiting for one up to `wait`; `None` on timeout.
+    fn pop(&self, wait: Duration) -> Option<Message> {
+        let mut s = lock(&self.state);
+        if s.msgs.is_empty() && !s.closed {
+            s = self
+                .ready
+                .wait_timeout(s, wait)
+                .map_or_else(|e| e.into_inner().0, |r| r.0);
+        }
+        let (m, size) = s.msgs.pop_front()?;
+        s.bytes -= size;
+        Some(m)
+    }
+
+    fn clear(&self) {
+        let mut s = lock(&self.state);
+        s.msgs.clear();
+        s.bytes = 0;
+    }
+
+    fn close(&self) {
+        lock(&self.state).closed = true;
+        self.ready.notify_all();
+    }
+
+    fn closed(&self) -> bool {
+        lock(&self.state).closed
+    }
+}
 
 /// Sends a node's messages to its peers over TCP.
 pub struct TcpTransport {
     from: u64,
     cluster_id: u64,
-    addrs: HashMap<u64, SocketAddr>,
-    peers: Mutex<HashMap<u64, SyncSender<Message>>>,
+    book: Book,
+    opts: Arc<TcpOptions>,
+    peers: Mutex<HashMap<u64, Arc<Queue>>>,
     /// Peers a writer could not reach, until the node collects them.
-    unreachable: Arc<Mutex<BTreeSet<u64>>>,
-    stop: Arc<AtomicBool>,
+    unreachable: Arc<Mutex<std::collections::BTreeSet<u64>>>,
+    /// Messages dropped because a peer's queue was full.
+    overflowed: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for TcpTransport {
@@ -64,61 +240,89 @@ impl std::fmt::Debug for TcpTransport {
 
 impl TcpTransport {
     /// A transport for node `from` of cluster `cluster_id`, with the peers' listen addresses.
-    pub fn new(from: u64, cluster_id: u64, addrs: HashMap<u64, SocketAddr>) -> Self {
+    pub fn new(
+        from: u64,
+        cluster_id: u64,
+        addrs: HashMap<u64, SocketAddr>,
+        opts: TcpOptions,
+    ) -> Self {
         TcpTransport {
             from,
             cluster_id,
-            addrs,
+            book: Arc::new(RwLock::new(addrs)),
+            opts: Arc::new(opts),
             peers: Mutex::new(HashMap::new()),
             unreachable: Arc::default(),
-            stop: Arc::new(AtomicBool::new(false)),
+            overflowed: Arc::default(),
         }
     }
 
-    fn peer(&self, to: u64) -> Option<SyncSender<Message>> {
-        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(tx) = peers.get(&to) {
-            return Some(tx.clone());
+    /// Sets (or changes) where peer `id` listens; its connection is re-established there.
+    pub fn set_peer_address(&self, id: u64, addr: SocketAddr) {
+        self.book
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, addr);
+        if let Some(q) = lock(&self.peers).remove(&id) {
+            q.close();
         }
-        let addr = *self.addrs.get(&to)?;
-        let (tx, rx) = mpsc::sync_channel(QUEUE);
-        let (from, cluster, stop) = (self.from, self.cluster_id, self.stop.clone());
-        let unreachable = self.unreachable.clone();
-        let failed = move || {
-            unreachable
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(to);
+    }
+
+    /// Messages dropped so far because a peer's queue was full.
+    pub fn overflowed(&self) -> u64 {
+        self.overflowed.load(Ordering::SeqCst)
+    }
+
+    fn address(&self, id: u64) -> Option<SocketAddr> {
+        self.book
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .copied()
+    }
+
+    fn queue(&self, to: u64) -> Option<Arc<Queue>> {
+        let mut peers = lock(&self.peers);
+        if let Some(q) = peers.get(&to).filter(|q| !q.closed()) {
+            return Some(q.clone());
+        }
+        self.address(to)?;
+        let q = Arc::new(Queue::new(self.opts.queue_bytes));
+        let w = Writer {
+            to,
+            hello: Hello {
+                magic: MAGIC,
+                cluster: self.cluster_id,
+                from: self.from,
+            },
+            book: self.book.clone(),
+            opts: self.opts.clone(),
+            queue: q.clone(),
+            unreachable: self.unreachable.clone(),
         };
         std::thread::Builder::new()
-            .name(format!("raftwal-tcp-{from}-{to}"))
-            .spawn(move || writer(addr, (from, cluster), &rx, &stop, failed))
+            .name(format!("raftwal-tcp-{}-{to}", self.from))
+            .spawn(move || w.run())
             .ok()?;
-        peers.insert(to, tx.clone());
-        Some(tx)
+        peers.insert(to, q.clone());
+        Some(q)
     }
 }
 
 impl Drop for TcpTransport {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Dropping the senders ends the writer threads.
-        self.peers.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        for (_, q) in lock(&self.peers).drain() {
+            q.close();
+        }
     }
 }
 
 impl Transport for TcpTransport {
     fn send(&self, msg: Message) {
-        let to = msg.to;
-        let Some(tx) = self.peer(to) else {
-            return;
-        };
-        if let Err(TrySendError::Disconnected(_)) = tx.try_send(msg) {
-            // The writer thread is gone: start a new one on the next send.
-            self.peers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&to);
+        if let Some(q) = self.queue(msg.to) {
+            if !q.push(msg) {
+                self.overflowed.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -128,19 +332,18 @@ impl Transport for TcpTransport {
         meta: &SnapshotMeta,
         data: &mut dyn Read,
     ) -> io::Result<()> {
-        let addr = *self
-            .addrs
-            .get(&msg.to)
+        let addr = self
+            .address(msg.to)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address for the peer"))?;
-        let mut w = connect(addr, SNAP_MAGIC, self.from, self.cluster_id)?;
-        write_frame(&mut w, &msg)?;
-        let m = meta.encode();
-        w.write_all(
-            &u32::try_from(m.len())
-                .map_err(io::Error::other)?
-                .to_le_bytes(),
-        )?;
-        w.write_all(&m)?;
+        let hello = Hello {
+            magic: SNAP_MAGIC,
+            cluster: self.cluster_id,
+            from: self.from,
+        };
+        let max = self.opts.max_frame;
+        let mut w = connect(addr, msg.to, hello, &self.opts)?;
+        wire::write_frame(&mut w, &msg, max)?;
+        wire::write_bytes_frame(&mut w, &meta.encode(), max)?;
         let mut chunk = vec![0u8; SNAPSHOT_CHUNK];
         loop {
             let n = match data.read(&mut chunk) {
@@ -148,18 +351,24 @@ impl Transport for TcpTransport {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
-            // `n` ≤ SNAPSHOT_CHUNK, which fits a u32; the empty frame ends the data.
-            w.write_all(&(n as u32).to_le_bytes())?;
-            w.write_all(&chunk[..n])?;
+            // The empty frame ends the data.
+            wire::write_bytes_frame(&mut w, &chunk[..n], SNAPSHOT_CHUNK)?;
             if n == 0 {
                 break;
             }
         }
         w.flush()?;
-        let s = w.into_inner().map_err(|e| e.into_error())?;
-        s.set_read_timeout(Some(Duration::from_secs(60)))?;
+        let mut s = w.into_inner().map_err(|e| e.into_error())?;
+        let stop = AtomicBool::new(false);
         let mut answer = [1u8];
-        (&s).read_exact(&mut answer)?;
+        wire::read_full(
+            &mut s,
+            &mut answer,
+            Deadline {
+                stop: &stop,
+                until: Instant::now() + Duration::from_secs(60),
+            },
+        )?;
         if answer[0] == 0 {
             Ok(())
         } else {
@@ -168,89 +377,96 @@ impl Transport for TcpTransport {
     }
 
     fn unreachable(&self) -> Vec<u64> {
-        let mut u = self.unreachable.lock().unwrap_or_else(|e| e.into_inner());
+        let mut u = lock(&self.unreachable);
         if u.is_empty() {
             return Vec::new();
         }
         std::mem::take(&mut *u).into_iter().collect()
     }
-}
 
-fn connect(
-    addr: SocketAddr,
-    magic: [u8; 8],
-    from: u64,
-    cluster: u64,
-) -> io::Result<BufWriter<TcpStream>> {
-    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
-    s.set_nodelay(true)?;
-    let mut w = BufWriter::new(s);
-    w.write_all(&magic)?;
-    w.write_all(&cluster.to_le_bytes())?;
-    w.write_all(&from.to_le_bytes())?;
-    w.flush()?;
-    Ok(w)
-}
+    fn max_message_size(&self) -> usize {
+        self.opts.max_frame
+    }
 
-/// One peer's writer: connects (with backoff), then writes every queued message, flushing when
-/// the queue is momentarily empty (pipelining without a syscall per message).
-/// A connection that breaks reports the peer unreachable (`failed`).
-fn writer(
-    addr: SocketAddr,
-    (from, cluster): (u64, u64),
-    rx: &Receiver<Message>,
-    stop: &AtomicBool,
-    failed: impl Fn(),
-) {
-    let mut backoff = Duration::from_millis(50);
-    let mut conn: Option<BufWriter<TcpStream>> = None;
-    while let Ok(first) = rx.recv() {
-        if stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let w = match conn.as_mut() {
-            Some(w) => w,
-            None => match connect(addr, MAGIC, from, cluster) {
-                Ok(w) => {
-                    backoff = Duration::from_millis(50);
-                    conn.insert(w)
-                }
-                Err(_) => {
-                    failed();
-                    // Drop what is queued (Raft retries) and wait before the next attempt.
-                    while rx.try_recv().is_ok() {}
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                    continue;
-                }
-            },
-        };
-        let mut msg = Some(first);
-        let mut ok = true;
-        while let Some(m) = msg.take() {
-            if write_frame(w, &m).is_err() {
-                ok = false;
-                break;
-            }
-            msg = rx.try_recv().ok();
-        }
-        if !ok || w.flush().is_err() {
-            failed();
-            conn = None;
+    fn set_address(&self, id: u64, address: &[u8]) {
+        if let Some(addr) = std::str::from_utf8(address)
+            .ok()
+            .and_then(|a| a.parse().ok())
+        {
+            self.set_peer_address(id, addr);
         }
     }
 }
 
-fn write_frame(w: &mut impl Write, m: &Message) -> io::Result<()> {
-    let b = m
-        .write_to_bytes()
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    let len = u32::try_from(b.len())
-        .ok()
-        .filter(|l| *l <= MAX_FRAME)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "message too large"))?;
-    w.write_all(&len.to_le_bytes())?;
-    w.write_all(&b)
+/// One peer's writer thread.
+struct Writer {
+    to: u64,
+    hello: Hello,
+    book: Book,
+    opts: Arc<TcpOptions>,
+    queue: Arc<Queue>,
+    unreachable: Arc<Mutex<std::collections::BTreeSet<u64>>>,
+}
+
+impl Writer {
+    /// Connects (with backoff), then writes every queued message, flushing when the queue is
+    /// momentarily empty (pipelining without a syscall per message). A connection that breaks
+    /// or blocks reports the peer unreachable.
+    fn run(self) {
+        let mut backoff = Duration::from_millis(50);
+        let mut conn: Option<BufWriter<Stream>> = None;
+        while !self.queue.closed() {
+            let Some(first) = self.queue.pop(Duration::from_millis(200)) else {
+                continue;
+            };
+            let w = match conn.as_mut() {
+                Some(w) => w,
+                None => {
+                    let addr = self
+                        .book
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(&self.to)
+                        .copied();
+                    match addr.map(|a| connect(a, self.to, self.hello, &self.opts)) {
+                        Some(Ok(w)) => {
+                            backoff = Duration::from_millis(50);
+                            conn.insert(w)
+                        }
+                        _ => {
+                            self.failed();
+                            // Drop what is queued (Raft retries) and wait before the next try.
+                            self.queue.clear();
+                            std::thread::sleep(backoff);
+                            backoff = (backoff * 2).min(Duration::from_secs(2));
+                            continue;
+                        }
+                    }
+                }
+            };
+            let mut msg = Some(first);
+            let mut ok = true;
+            while let Some(m) = msg.take() {
+                if let Err(e) = wire::write_frame(w, &m, self.opts.max_frame) {
+                    // A message too large for a frame is dropped alone; anything else breaks
+                    // the connection.
+                    if e.kind() != io::ErrorKind::InvalidInput {
+                        ok = false;
+                        break;
+                    }
+                }
+                msg = self.queue.pop(Duration::ZERO);
+            }
+            if !ok || w.flush().is_err() {
+                self.failed();
+                conn = None;
+            }
+        }
+    }
+
+    fn failed(&self) {
+        lock(&self.unreachable).insert(self.to);
+    }
 }
 
 /// Accepts peers' connections and delivers their messages to a node's mailbox.
@@ -258,6 +474,7 @@ pub struct TcpServer {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     refused: Arc<AtomicU64>,
+    active: Arc<AtomicUsize>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -269,6 +486,16 @@ impl std::fmt::Debug for TcpServer {
     }
 }
 
+/// What a server's connection threads share.
+struct Shared {
+    cluster: u64,
+    mailbox: Mailbox,
+    opts: TcpOptions,
+    stop: Arc<AtomicBool>,
+    refused: Arc<AtomicU64>,
+    active: Arc<AtomicUsize>,
+}
+
 impl TcpServer {
     /// Binds `addr` (port 0 picks a free one; see [`TcpServer::addr`]).
     ///
@@ -278,38 +505,38 @@ impl TcpServer {
         TcpListener::bind(addr)
     }
 
-    /// Serves a bound listener for cluster `cluster_id`, delivering to `mailbox`.
+    /// Serves a bound listener for cluster `cluster_id`, delivering to `mailbox`. An accept
+    /// error (say, out of file descriptors) is logged and retried after a pause, never fatal.
     ///
     /// # Errors
     /// If the listener cannot be configured or the thread cannot start.
-    pub fn serve(listener: TcpListener, cluster_id: u64, mailbox: Mailbox) -> io::Result<Self> {
+    pub fn serve(
+        listener: TcpListener,
+        cluster_id: u64,
+        mailbox: Mailbox,
+        opts: TcpOptions,
+    ) -> io::Result<Self> {
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let refused = Arc::new(AtomicU64::new(0));
-        let (s, r) = (stop.clone(), refused.clone());
+        let active = Arc::new(AtomicUsize::new(0));
+        let shared = Arc::new(Shared {
+            cluster: cluster_id,
+            mailbox,
+            opts,
+            stop: stop.clone(),
+            refused: refused.clone(),
+            active: active.clone(),
+        });
         let thread = std::thread::Builder::new()
             .name(format!("raftwal-tcp-accept-{addr}"))
-            .spawn(move || {
-                while !s.load(Ordering::SeqCst) {
-                    match listener.accept() {
-                        Ok((stream, _)) => {
-                            let (mb, s2, r2) = (mailbox.clone(), s.clone(), r.clone());
-                            let _ = std::thread::Builder::new()
-                                .name("raftwal-tcp-reader".into())
-                                .spawn(move || reader(stream, cluster_id, &mb, &s2, &r2));
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            std::thread::sleep(Duration::from_millis(5));
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(50)),
-                    }
-                }
-            })?;
+            .spawn(move || accept_loop(&listener, &shared))?;
         Ok(TcpServer {
             addr,
             stop,
             refused,
+            active,
             thread: Some(thread),
         })
     }
@@ -319,9 +546,15 @@ impl TcpServer {
         self.addr
     }
 
-    /// Connections refused (bad magic or another cluster's id).
+    /// Connections refused so far: over the connection limit, a failed or slow handshake, a
+    /// wrong magic or cluster id, or a certificate that does not name the claimed node.
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::SeqCst)
+    }
+
+    /// Connections open now.
+    pub fn connections(&self) -> usize {
+        self.active.load(Ordering::SeqCst)
     }
 }
 
@@ -334,142 +567,118 @@ impl Drop for TcpServer {
     }
 }
 
-fn reader(
-    stream: TcpStream,
-    cluster: u64,
-    mailbox: &Mailbox,
-    stop: &AtomicBool,
-    refused: &AtomicU64,
-) {
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
-    let mut r = BufReader::new(stream);
-    let mut hello = [0u8; 24];
-    if read_full(&mut r, &mut hello, stop).is_err()
-        || (hello[..8] != MAGIC && hello[..8] != SNAP_MAGIC)
-        || hello[8..16] != cluster.to_le_bytes()
-    {
-        refused.fetch_add(1, Ordering::SeqCst);
-        return;
-    }
-    let mut buf = Vec::new();
-    if hello[..8] == SNAP_MAGIC {
-        let taken = receive_snapshot(&mut r, &mut buf, mailbox, stop).is_ok();
-        let _ = r.get_mut().write_all(&[u8::from(!taken)]);
-        return;
-    }
-    while read_frame(&mut r, &mut buf, stop).is_ok() {
-        let mut m = Message::default();
-        if m.merge_from_bytes(&buf).is_err() {
-            return;
+fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
+    while !shared.stop.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((stream, peer)) => {
+                if shared.active.load(Ordering::SeqCst) >= shared.opts.max_connections {
+                    shared.refused.fetch_add(1, Ordering::SeqCst);
+                    tracing::debug!(%peer, "connection refused: at the connection limit");
+                    continue; // dropping the stream closes it
+                }
+                shared.active.fetch_add(1, Ordering::SeqCst);
+                let s = shared.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("raftwal-tcp-reader".into())
+                    .spawn(move || {
+                        if let Err(e) = serve_connection(stream, &s) {
+                            tracing::debug!(%peer, error = %e, "peer connection closed");
+                        }
+                        s.active.fetch_sub(1, Ordering::SeqCst);
+                    });
+                if spawned.is_err() {
+                    shared.active.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a peer connection failed; retrying");
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
-        mailbox.deliver(m);
     }
 }
 
-/// Reads one frame into `buf`.
-fn read_frame(r: &mut impl Read, buf: &mut Vec<u8>, stop: &AtomicBool) -> io::Result<()> {
-    let mut len = [0u8; 4];
-    read_full(r, &mut len, stop)?;
-    let len = u32::from_le_bytes(len);
-    if len > MAX_FRAME {
-        // A corrupt or hostile length: never allocate it.
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("frame of {len} bytes, at most {MAX_FRAME} expected"),
-        ));
+/// One accepted connection: handshake, then frames until it closes, idles or the server stops.
+fn serve_connection(tcp: TcpStream, s: &Shared) -> io::Result<()> {
+    tcp.set_nonblocking(false)?;
+    tcp.set_nodelay(true)?;
+    // Short reads, so the stop flag and the deadlines are checked while waiting.
+    tcp.set_read_timeout(Some(Duration::from_millis(200)))?;
+    tcp.set_write_timeout(Some(s.opts.write_timeout))?;
+    let mut stream = match &s.opts.security {
+        Security::Plaintext => Stream::Plain(tcp),
+        Security::Tls(id) => Stream::Server(Box::new(id.accept(tcp)?)),
+    };
+    let handshake = Deadline {
+        stop: &s.stop,
+        until: Instant::now() + s.opts.handshake_timeout,
+    };
+    let mut hello = [0u8; 24];
+    let refuse = |why: &str| {
+        s.refused.fetch_add(1, Ordering::SeqCst);
+        io::Error::new(io::ErrorKind::PermissionDenied, why.to_string())
+    };
+    if let Err(e) = wire::read_full(&mut stream, &mut hello, handshake) {
+        return Err(refuse(&format!("handshake: {e}")));
     }
-    buf.resize(len as usize, 0);
-    read_full(r, buf, stop)
+    let hello = Hello::decode(&hello);
+    if (hello.magic != MAGIC && hello.magic != SNAP_MAGIC) || hello.cluster != s.cluster {
+        return Err(refuse("not a peer of this cluster"));
+    }
+    if let Stream::Server(tls) = &stream {
+        if !tls::client_is(&tls.conn, hello.from) {
+            return Err(refuse(
+                "the certificate does not name the node it claims to be",
+            ));
+        }
+    }
+    let peer = hello.from;
+    let idle = || Deadline {
+        stop: &s.stop,
+        until: Instant::now() + s.opts.idle_timeout,
+    };
+    let mut r = BufReader::with_capacity(64 << 10, stream);
+    let mut buf = Vec::new();
+    if hello.magic == SNAP_MAGIC {
+        let taken = receive_snapshot(&mut r, &mut buf, peer, s).is_ok();
+        let _ = r.get_mut().write_all(&[u8::from(!taken)]);
+        let _ = r.get_mut().flush();
+        return Ok(());
+    }
+    loop {
+        wire::read_frame(&mut r, &mut buf, s.opts.max_frame, idle())?;
+        let m = Message::parse_from_bytes(&buf)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        s.mailbox.deliver_from(peer, m);
+    }
 }
 
 fn receive_snapshot(
-    r: &mut impl Read,
+    r: &mut BufReader<Stream>,
     buf: &mut Vec<u8>,
-    mailbox: &Mailbox,
-    stop: &AtomicBool,
+    peer: u64,
+    s: &Shared,
 ) -> io::Result<()> {
-    read_frame(r, buf, stop)?;
-    let mut msg = Message::default();
-    msg.merge_from_bytes(buf)
+    let d = Deadline {
+        stop: &s.stop,
+        until: Instant::now() + s.opts.idle_timeout,
+    };
+    wire::read_frame(r, buf, s.opts.max_frame, d)?;
+    let msg = Message::parse_from_bytes(buf)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    read_frame(r, buf, stop)?;
+    wire::read_frame(r, buf, s.opts.max_frame, d)?;
     let meta = SnapshotMeta::decode(buf, Path::new("<snapshot from the network>"))
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     let mut chunks = Chunks {
         r,
         left: 0,
         done: false,
-        stop,
+        deadline: d,
+        idle: s.opts.idle_timeout,
     };
-    mailbox.receive_snapshot(msg, &meta, &mut chunks)
-}
-
-/// The snapshot data of a stream of chunk frames, up to the empty frame.
-struct Chunks<'a, R> {
-    r: &'a mut R,
-    left: u32,
-    done: bool,
-    stop: &'a AtomicBool,
-}
-
-impl<R: Read> Read for Chunks<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        while self.left == 0 {
-            if self.done {
-                return Ok(0);
-            }
-            let mut len = [0u8; 4];
-            read_full(self.r, &mut len, self.stop)?;
-            self.left = u32::from_le_bytes(len);
-            if self.left as usize > SNAPSHOT_CHUNK {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "snapshot chunk of {} bytes, at most {SNAPSHOT_CHUNK} expected",
-                        self.left
-                    ),
-                ));
-            }
-            self.done = self.left == 0;
-        }
-        let want = buf.len().min(self.left as usize);
-        let n = read_some(self.r, &mut buf[..want], self.stop)?;
-        self.left -= n as u32;
-        Ok(n)
-    }
-}
-
-/// Reads at least one byte (of a non-empty `buf`), waking up periodically (the socket's read
-/// timeout) to honour `stop`; the end of the stream is an error here.
-fn read_some(r: &mut impl Read, buf: &mut [u8], stop: &AtomicBool) -> io::Result<usize> {
-    loop {
-        if stop.load(Ordering::SeqCst) {
-            return Err(io::Error::other("stopped"));
-        }
-        match r.read(buf) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => return Ok(n),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) => {}
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Reads exactly `buf.len()` bytes, honouring `stop`.
-fn read_full(r: &mut impl Read, buf: &mut [u8], stop: &AtomicBool) -> io::Result<()> {
-    let mut got = 0;
-    while got < buf.len() {
-        got += read_some(r, &mut buf[got..], stop)?;
-    }
-    Ok(())
+    s.mailbox
+        .receive_snapshot_from(peer, msg, &meta, &mut chunks)
 }

@@ -1,7 +1,7 @@
-//! Three processes of `examples/kv` (the `raftwal-kv` binary) over TCP on 127.0.0.1: kill -9
-//! the leader, restart it, and check that no acknowledged write is lost. The servers snapshot
-//! every 8 entries, so the restart goes through a snapshot restore and the killed node catches
-//! up by a snapshot streamed over TCP.
+//! Three `raftwal-kv` processes over TCP on 127.0.0.1, with mutual TLS (certificates from
+//! `raftwal-kv certs`) and in plaintext: kill -9 the leader, restart it, and check that no
+//! acknowledged write is lost. The servers snapshot every 8 entries, so the restart goes
+//! through a snapshot restore and the killed node catches up by a snapshot streamed over TCP.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -36,6 +36,7 @@ struct Proc {
 
 struct Cluster {
     dir: tempfile::TempDir,
+    tls: bool,
     raft: BTreeMap<u64, SocketAddr>,
     clients: BTreeMap<u64, SocketAddr>,
     procs: BTreeMap<u64, Proc>,
@@ -44,7 +45,14 @@ struct Cluster {
 impl Cluster {
     fn spawn(&mut self, id: u64) {
         let peers: Vec<String> = self.raft.iter().map(|(i, a)| format!("{i}={a}")).collect();
-        let child = Command::new(kv_binary())
+        let mut cmd = Command::new(kv_binary());
+        cmd.arg("serve");
+        if self.tls {
+            cmd.arg("--certs").arg(self.dir.path().join("certs"));
+        } else {
+            cmd.arg("--plaintext");
+        }
+        let child = cmd
             .args(["--id", &id.to_string()])
             .args(["--peers", &peers.join(",")])
             .args(["--client", &self.clients[&id].to_string()])
@@ -133,9 +141,28 @@ impl Drop for Cluster {
 }
 
 #[test]
-fn kill_9_the_leader_and_lose_nothing_acknowledged() {
+fn kill_9_the_leader_and_lose_nothing_acknowledged_over_tls() {
+    kill_9_the_leader(true);
+}
+
+#[test]
+fn kill_9_the_leader_and_lose_nothing_acknowledged_in_plaintext() {
+    kill_9_the_leader(false);
+}
+
+fn kill_9_the_leader(tls: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    if tls {
+        let made = Command::new(kv_binary())
+            .args(["certs", "--nodes", "1,2,3", "--dir"])
+            .arg(dir.path().join("certs"))
+            .status()
+            .unwrap();
+        assert!(made.success());
+    }
     let mut c = Cluster {
-        dir: tempfile::tempdir().unwrap(),
+        dir,
+        tls,
         raft: (1..=3).map(|i| (i, free_port())).collect(),
         clients: (1..=3).map(|i| (i, free_port())).collect(),
         procs: BTreeMap::new(),

@@ -1,0 +1,279 @@
+//! `raftwal-kv serve`: one node, its Raft transport (mutual TLS unless `--plaintext`), and the
+//! client port.
+
+use std::collections::BTreeMap;
+use std::io::{BufReader, BufWriter, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use raftwal_glue::{
+    Config, Node, NodeError, Proposal, RaftStorage, TcpOptions, TcpServer, TcpTransport,
+    TlsIdentity,
+};
+use raftwal_snapshot::FileSnapshotStore;
+use raftwal_wal::{Wal, WalOptions};
+
+use crate::protocol::{self, Line, Request};
+use crate::store::{self, Kv};
+
+/// The cluster id in every peer handshake.
+const CLUSTER_ID: u64 = 0x6b76;
+/// How long a client request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    /// This node's id.
+    #[arg(long)]
+    pub(crate) id: u64,
+    /// Every node's Raft address, the same on every node: `1=host:port,2=…`.
+    #[arg(long, value_parser = crate::parse_peers)]
+    peers: BTreeMap<u64, SocketAddr>,
+    /// Where clients connect.
+    #[arg(long)]
+    client: SocketAddr,
+    /// The node's data: `DIR/wal`, `DIR/snapshots`.
+    #[arg(long)]
+    dir: PathBuf,
+    /// The CA and this node's certificate and key (`raftwal-kv certs` makes them).
+    #[arg(long, default_value = "certs")]
+    certs: PathBuf,
+    /// No TLS between nodes: anyone who can reach the Raft port can claim to be a node. For
+    /// loopback and tests only.
+    #[arg(long)]
+    plaintext: bool,
+    /// Take a snapshot every this many applied entries.
+    #[arg(long, default_value_t = 8192)]
+    snapshot_every: u64,
+    /// The longest request line accepted, in bytes (a value is at most this long).
+    #[arg(long, default_value_t = 64 * 1024)]
+    max_line: usize,
+    /// Client connections served at once.
+    #[arg(long, default_value_t = 1024)]
+    max_clients: usize,
+}
+
+pub(crate) fn run(args: &Args) -> Result<(), String> {
+    let own = *args
+        .peers
+        .get(&args.id)
+        .ok_or("--peers must include --id")?;
+    let opts = if args.plaintext {
+        TcpOptions::plaintext()
+    } else {
+        let [ca, cert, key] = crate::certs::files(&args.certs, args.id);
+        let id = TlsIdentity::from_files(args.id, &ca, &cert, &key).map_err(|e| {
+            format!(
+                "{e}\n(make certificates with `raftwal-kv certs --dir {} --nodes …`, or pass \
+                 --plaintext on loopback)",
+                args.certs.display()
+            )
+        })?;
+        TcpOptions::tls(id)
+    };
+    let raft_listener = TcpServer::bind(own).map_err(|e| format!("bind {own}: {e}"))?;
+    let wal = Wal::open(
+        args.dir.join("wal"),
+        WalOptions::default().segment_size(4 << 20),
+    )
+    .map_err(|e| format!("open the WAL: {e}"))?;
+    let snaps = FileSnapshotStore::open(args.dir.join("snapshots"), 2)
+        .map_err(|e| format!("open the snapshot store: {e}"))?;
+    let kv = Kv::default();
+    let cfg = Config {
+        tick: Duration::from_millis(20),
+        snapshot_threshold: args.snapshot_every,
+        trailing_entries: args.snapshot_every / 4,
+        max_command_size: args.max_line.max(1),
+        ..Config::new(args.id, args.peers.keys().copied().collect())
+    };
+    let transport = TcpTransport::new(
+        args.id,
+        CLUSTER_ID,
+        args.peers.clone().into_iter().collect(),
+        opts.clone(),
+    );
+    let node = Arc::new(
+        Node::start(cfg, kv.clone(), RaftStorage::new(wal, snaps), transport)
+            .map_err(|e| format!("start the node: {e}"))?,
+    );
+    let _server = TcpServer::serve(raft_listener, CLUSTER_ID, node.mailbox(), opts)
+        .map_err(|e| format!("serve Raft on {own}: {e}"))?;
+    let clients =
+        TcpListener::bind(args.client).map_err(|e| format!("bind {}: {e}", args.client))?;
+    tracing::info!(
+        node = args.id,
+        raft = %own,
+        clients = %args.client,
+        tls = !args.plaintext,
+        "serving"
+    );
+    watch(node.clone());
+    let active = Arc::new(AtomicUsize::new(0));
+    loop {
+        let stream = match clients.accept() {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a client failed; retrying");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        if active.load(Ordering::SeqCst) >= args.max_clients {
+            let _ = (&stream).write_all(b"ERR too many connections\n");
+            continue;
+        }
+        active.fetch_add(1, Ordering::SeqCst);
+        let (node, kv, active, max_line) =
+            (node.clone(), kv.clone(), active.clone(), args.max_line);
+        let spawned = std::thread::Builder::new()
+            .name("kv-client".into())
+            .spawn(move || {
+                if let Err(e) = serve_client(stream, &node, &kv, max_line) {
+                    tracing::debug!(error = %e, "client connection ended");
+                }
+                active.fetch_sub(1, Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            tracing::warn!("no thread for a client connection");
+        }
+    }
+}
+
+/// Exits the process (status 1) once the node stops, saying why.
+fn watch(node: Arc<Node>) {
+    let _ = std::thread::Builder::new()
+        .name("kv-watch".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(100));
+            let s = node.status();
+            if s.stopped {
+                let why = s
+                    .stop_reason
+                    .map_or_else(|| "unknown".to_string(), |e| e.to_string());
+                tracing::error!(node = s.id, reason = %why, "the node stopped; exiting");
+                std::process::exit(1);
+            }
+        });
+}
+
+/// A request in flight on a connection, answered in order.
+enum Pending {
+    Write(Proposal),
+    Read(String),
+    Reply(String),
+}
+
+/// One client connection: requests are read (and writes proposed) as they come; replies go
+/// back in order, each in one write.
+fn serve_client(stream: TcpStream, node: &Node, kv: &Kv, max_line: usize) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let (tx, rx) = mpsc::sync_channel::<Pending>(256);
+    let out = stream.try_clone()?;
+    std::thread::scope(|s| {
+        s.spawn(move || answer(out, &rx, node, kv));
+        read_requests(stream, &tx, node, max_line)
+    })
+}
+
+fn read_requests(
+    stream: TcpStream,
+    tx: &SyncSender<Pending>,
+    node: &Node,
+    max_line: usize,
+) -> std::io::Result<()> {
+    let mut r = BufReader::new(stream);
+    loop {
+        let p = match protocol::read_line(&mut r, max_line)? {
+            Line::Eof => return Ok(()),
+            Line::TooLong => {
+                Pending::Reply(format!("ERR line too long (at most {max_line} bytes)"))
+            }
+            Line::Text(l) => match protocol::parse(&l) {
+                Request::Get(k) => Pending::Read(k),
+                Request::Set(k, v) => propose(node, store::set(&k, &v)),
+                Request::Del(k) => propose(node, store::del(&k)),
+                Request::Bad(msg) => Pending::Reply(msg),
+            },
+        };
+        if tx.send(p).is_err() {
+            return Ok(());
+        }
+    }
+}
+
+fn propose(node: &Node, command: Vec<u8>) -> Pending {
+    match node.propose(command) {
+        Ok(p) => Pending::Write(p),
+        Err(e) => Pending::Reply(write_error(&e)),
+    }
+}
+
+fn write_error(e: &NodeError) -> String {
+    match e {
+        NodeError::NotLeader { leader_hint } => format!("NOTLEADER {}", leader_hint.unwrap_or(0)),
+        NodeError::TooLarge { max, .. } => format!("ERR value too large (at most {max} bytes)"),
+        e => format!("ERR {e}"),
+    }
+}
+
+fn answer(out: TcpStream, rx: &Receiver<Pending>, node: &Node, kv: &Kv) {
+    let mut w = BufWriter::new(out);
+    let mut next = rx.recv().ok();
+    while let Some(p) = next.take() {
+        let mut reply = match p {
+            Pending::Reply(r) => r,
+            Pending::Write(p) => match p.wait(REQUEST_TIMEOUT) {
+                Ok(a) => format!("OK {}", a.index),
+                Err(e) => write_error(&e),
+            },
+            Pending::Read(k) => read(node, kv, &k),
+        };
+        reply.push('\n');
+        if w.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+        // Flush once nothing else is ready: pipelined replies share a write.
+        next = match rx.try_recv() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                if w.flush().is_err() {
+                    return;
+                }
+                rx.recv().ok()
+            }
+        };
+    }
+}
+
+/// A linearizable read of `key`, retried within the request timeout while there is no leader
+/// (or leadership moves); its errors say what they mean for a read.
+fn read(node: &Node, kv: &Kv, key: &str) -> String {
+    let deadline = Instant::now() + REQUEST_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match node.read_index(left) {
+            Ok(_) => {
+                return match kv.get(key) {
+                    Some(v) => format!("VALUE {v}"),
+                    None => "NONE".into(),
+                }
+            }
+            Err(NodeError::NotLeader { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(NodeError::NotLeader { .. } | NodeError::ReadTimeout) => {
+                return if node.leader().is_none() {
+                    "ERR no leader yet".into()
+                } else {
+                    "ERR read timed out".into()
+                };
+            }
+            Err(e) => return format!("ERR {e}"),
+        }
+    }
+}
