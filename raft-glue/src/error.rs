@@ -34,6 +34,13 @@ pub enum Error {
         /// The largest command accepted.
         max: usize,
     },
+    /// Too many commands are in flight ([`Config::max_pending_proposals`], or more uncommitted
+    /// bytes than [`Config::max_uncommitted_size`]); nothing was appended: retry later.
+    ///
+    /// [`Config::max_pending_proposals`]: crate::Config::max_pending_proposals
+    /// [`Config::max_uncommitted_size`]: crate::Config::max_uncommitted_size
+    #[error("too many commands in flight; nothing was appended")]
+    Busy,
     /// Another membership change is still in progress (not yet applied, or a joint
     /// configuration not yet left); nothing was proposed.
     #[error("another membership change is in progress")]

@@ -2,6 +2,7 @@
 //! snapshots.
 
 use std::io::{self, Read};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender, SyncSender};
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,8 +14,46 @@ use crate::error::Result;
 use crate::snapshot::{Inbox, Received};
 use crate::types::{Applied, ReadPoint};
 
-/// Where a command's outcome goes.
-pub(crate) type Reply = SyncSender<Result<Applied>>;
+/// Where a command's outcome goes. It counts as in flight (for [`Node::propose`]'s bound) until
+/// it is answered or dropped.
+///
+/// [`Node::propose`]: crate::Node::propose
+pub(crate) struct Reply {
+    tx: SyncSender<Result<Applied>>,
+    inflight: Arc<AtomicUsize>,
+    counted: bool,
+}
+
+impl Reply {
+    /// A reply slot counted in `inflight` (incremented now).
+    pub(crate) fn new(tx: SyncSender<Result<Applied>>, inflight: Arc<AtomicUsize>) -> Self {
+        inflight.fetch_add(1, Ordering::SeqCst);
+        Reply {
+            tx,
+            inflight,
+            counted: true,
+        }
+    }
+
+    /// Answers the proposer (who may have stopped waiting). It stops counting first, so a
+    /// proposer that proposes again once answered always finds its slot free.
+    pub(crate) fn send(mut self, r: Result<Applied>) {
+        self.uncount();
+        let _ = self.tx.send(r);
+    }
+
+    fn uncount(&mut self) {
+        if std::mem::take(&mut self.counted) {
+            self.inflight.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        self.uncount();
+    }
+}
 
 /// Who waits for a read point, and for what.
 pub(crate) enum ReadRequest {

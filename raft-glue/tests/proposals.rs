@@ -170,3 +170,68 @@ fn a_membership_change_during_another_is_refused_at_once() {
     wait(|| (c.node(l).status().pending_proposals == 0).then_some(()))
         .expect("nothing stays pending");
 }
+
+fn tight(c: Config) -> Config {
+    Config {
+        max_pending_proposals: 8,
+        max_command_size: 16 << 10,
+        max_size_per_msg: 16 << 10,
+        max_uncommitted_size: 64 << 10,
+        ..echo::quick(c)
+    }
+}
+
+/// Backpressure: while commands cannot commit, at most `max_pending_proposals` wait (the next
+/// is refused `Busy` at once), and no more than `max_uncommitted_size` bytes are appended
+/// (a round beyond is answered `Busy`); once commits resume, proposals are taken again.
+#[test]
+fn proposals_beyond_the_bounds_are_refused_busy() {
+    let c = Cluster::with(3, tight, None);
+    let l = c.wait_leader(&[1, 2, 3]);
+    c.node(l)
+        .apply(b"first".to_vec(), Duration::from_secs(10))
+        .unwrap();
+    c.net.hold(Route::of(MessageType::MsgAppendResponse));
+    // Small commands: the count bound.
+    let waiting: Vec<_> = (0..8)
+        .map(|i| {
+            c.node(l)
+                .propose(vec![i; 10])
+                .unwrap_or_else(|e| panic!("proposal {i}: {e}: {:?}", c.node(l).status()))
+        })
+        .collect();
+    assert!(matches!(
+        c.node(l).propose(vec![9; 10]),
+        Err(NodeError::Busy)
+    ));
+    c.net.release();
+    for p in waiting {
+        p.wait(Duration::from_secs(10)).unwrap();
+    }
+    // Large commands: the byte bound (64 KiB of 16 KiB commands).
+    c.net.hold(Route::of(MessageType::MsgAppendResponse));
+    let big: Vec<_> = (0..8)
+        .map(|i| {
+            let p = c
+                .node(l)
+                .propose(vec![i; 16 << 10])
+                .unwrap_or_else(|e| panic!("big {i}: {e}: {:?}", c.node(l).status()));
+            // One round each.
+            std::thread::sleep(Duration::from_millis(20));
+            p
+        })
+        .collect();
+    let busy = big
+        .iter()
+        .filter(|p| matches!(p.try_result(), Some(Err(NodeError::Busy))))
+        .count();
+    assert!(busy > 0, "no round was refused past 64 KiB uncommitted");
+    c.net.release();
+    // Busy means "retry later": once the held rounds commit, room returns.
+    wait(|| {
+        c.node(l)
+            .apply(b"after".to_vec(), Duration::from_secs(10))
+            .ok()
+    })
+    .expect("proposals are taken again");
+}

@@ -480,3 +480,66 @@ fn a_peer_that_stops_reading_is_reported_unreachable() {
     drop(t);
     drop(accepted);
 }
+
+/// A node at an address none of the others was configured with joins with `add_voter_at`: the
+/// address travels in the membership change, every node (also one restarted after it, which
+/// learns it again from its log) reaches the newcomer.
+#[test]
+fn a_node_added_with_its_address_is_reached_by_every_node() {
+    let net = Net::new(true);
+    let mut members = net.start_all();
+    let l = wait(|| leader(&members)).expect("a leader");
+    members[&l]
+        .node
+        .apply(b"before".to_vec(), Duration::from_secs(10))
+        .unwrap();
+    // Node 4 knows the others; they do not know it.
+    let listener = TcpServer::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr4 = listener.local_addr().unwrap();
+    let mut book = net.addrs.clone();
+    book.insert(4, addr4);
+    let log4 = Log::default();
+    let cfg = Config {
+        tick: Duration::from_millis(10),
+        ..Config::new(4, vec![])
+    };
+    let node4 = Node::start(
+        cfg,
+        log4.clone(),
+        stores::open(&net.dir.path().join("n4")),
+        TcpTransport::new(4, CLUSTER, book, net.opts(4)),
+    )
+    .unwrap();
+    let _server4 = TcpServer::serve(listener, CLUSTER, node4.mailbox(), net.opts(4)).unwrap();
+    members[&l]
+        .node
+        .add_voter_at(4, &addr4.to_string(), Duration::from_secs(20))
+        .unwrap();
+    assert_eq!(members[&l].node.status().voters, vec![1, 2, 3, 4]);
+    // A follower restarts (its configured addresses lack node 4) and a write needs it.
+    let f = (1..=3).find(|&i| i != l).unwrap();
+    drop(members.remove(&f));
+    members.insert(f, wait(|| net.start(f).ok()).unwrap());
+    // It leads, so it must reach node 4 itself.
+    let l = wait(|| leader(&members)).expect("a leader");
+    wait(|| {
+        members[&l]
+            .node
+            .transfer_leadership(f, Duration::from_secs(2))
+            .ok()
+    })
+    .expect("the restarted node leads");
+    members[&f]
+        .node
+        .apply(b"after".to_vec(), Duration::from_secs(10))
+        .unwrap();
+    let want = vec![b"before".to_vec(), b"after".to_vec()];
+    assert!(
+        wait(|| (*log4.0.lock().unwrap() == want
+            && members.values().all(|m| *m.log.0.lock().unwrap() == want))
+        .then_some(()))
+        .is_some(),
+        "the newcomer or the restarted node did not get everything"
+    );
+    node4.shutdown();
+}

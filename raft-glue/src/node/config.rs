@@ -58,6 +58,12 @@ pub struct Config {
     /// Let a learner be promoted by [`Node::add_voter`](crate::Node::add_voter) once its log
     /// is within this many entries of the leader's commit index. Default 1024.
     pub max_learner_lag: u64,
+    /// Proposals (commands and membership changes) awaiting their outcome at most;
+    /// [`Node::propose`](crate::Node::propose) answers [`Error::Busy`] beyond. Default 8192.
+    pub max_pending_proposals: usize,
+    /// Bytes of entries a leader holds uncommitted at most (raft-rs's
+    /// `max_uncommitted_size`); a round beyond is refused with [`Error::Busy`]. Default 64 MiB.
+    pub max_uncommitted_size: u64,
     /// Messages whose term is more than this far ahead of the node's are dropped (a peer
     /// that is that far ahead is broken or hostile). Default 1,000,000.
     pub max_term_gap: u64,
@@ -83,6 +89,8 @@ impl Config {
             max_inflight_msgs: 256,
             max_learner_lag: 1024,
             max_term_gap: 1_000_000,
+            max_pending_proposals: 8192,
+            max_uncommitted_size: 64 << 20,
         }
     }
 
@@ -142,8 +150,16 @@ impl Config {
         if self.max_command_size == 0 || self.max_size_per_msg == 0 {
             return bad("max_command_size and max_size_per_msg must be at least 1".into());
         }
-        if self.max_inflight_msgs == 0 {
-            return bad("max_inflight_msgs must be at least 1".into());
+        if self.max_inflight_msgs == 0 || self.max_pending_proposals == 0 {
+            return bad("max_inflight_msgs and max_pending_proposals must be at least 1".into());
+        }
+        if self.max_uncommitted_size < self.max_size_per_msg
+            || self.max_uncommitted_size < self.max_command_size as u64
+        {
+            return bad(format!(
+                "max_uncommitted_size ({}) must hold at least one command and one append",
+                self.max_uncommitted_size
+            ));
         }
         Ok(())
     }
@@ -178,6 +194,8 @@ impl std::fmt::Debug for Config {
             .field("max_inflight_msgs", &self.max_inflight_msgs)
             .field("max_learner_lag", &self.max_learner_lag)
             .field("max_term_gap", &self.max_term_gap)
+            .field("max_pending_proposals", &self.max_pending_proposals)
+            .field("max_uncommitted_size", &self.max_uncommitted_size)
             .finish_non_exhaustive()
     }
 }

@@ -1,5 +1,6 @@
 //! [`Node`]: the handle applications hold on a running node.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -20,7 +21,7 @@ use super::reads::Reads;
 use super::snapshots::SnapshotState;
 use crate::error::{Error, Result};
 use crate::lock;
-use crate::mailbox::{Event, Mailbox, ReadRequest};
+use crate::mailbox::{Event, Mailbox, ReadRequest, Reply};
 use crate::snapshot::{self, Inbox, StoreInbox};
 use crate::state_machine::StateMachine;
 use crate::storage::RaftStorage;
@@ -37,6 +38,9 @@ pub struct Node {
     subscribers: Subscribers,
     max_command_size: usize,
     max_learner_lag: u64,
+    /// Proposals answered not yet (bounded by `max_pending`).
+    inflight: Arc<AtomicUsize>,
+    max_pending: usize,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// The persistence thread; it ends once the node's thread (its only job source) has.
     persister: Mutex<Option<JoinHandle<()>>>,
@@ -154,7 +158,8 @@ impl Node {
     /// share rounds (and fsyncs) just as proposals from many threads do.
     ///
     /// # Errors
-    /// [`Error::TooLarge`] for a command over [`Config::max_command_size`];
+    /// [`Error::TooLarge`] for a command over [`Config::max_command_size`]; [`Error::Busy`]
+    /// while [`Config::max_pending_proposals`] proposals await their outcome;
     /// [`Error::Shutdown`] if the node has stopped; every other outcome comes through the
     /// proposal.
     pub fn propose(&self, command: Vec<u8>) -> Result<Proposal> {
@@ -164,7 +169,11 @@ impl Node {
                 max: self.max_command_size,
             });
         }
-        let (reply, rx) = mpsc::sync_channel(1);
+        if self.inflight.load(Ordering::SeqCst) >= self.max_pending {
+            return Err(Error::Busy);
+        }
+        let (tx, rx) = mpsc::sync_channel(1);
+        let reply = Reply::new(tx, self.inflight.clone());
         self.tx
             .send(Event::Propose {
                 data: command,
@@ -262,14 +271,27 @@ impl Node {
     }
 
     fn conf_change(&self, changes: Vec<(ConfChangeType, u64)>, timeout: Duration) -> Result<u64> {
-        let mut cc = ConfChangeV2::default();
+        self.conf_change_with(changes, Vec::new(), timeout)
+    }
+
+    fn conf_change_with(
+        &self,
+        changes: Vec<(ConfChangeType, u64)>,
+        context: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<u64> {
+        let mut cc = ConfChangeV2 {
+            context: context.into(),
+            ..Default::default()
+        };
         for (t, id) in changes {
             let mut c = ConfChangeSingle::default();
             c.set_change_type(t);
             c.node_id = id;
             cc.mut_changes().push(c);
         }
-        let (reply, rx) = mpsc::sync_channel(1);
+        let (tx, rx) = mpsc::sync_channel(1);
+        let reply = Reply::new(tx, self.inflight.clone());
         self.call(Event::ConfChange { cc, reply }, &rx, timeout)
             .map(|a| a.index)
     }
@@ -321,6 +343,34 @@ impl Node {
     /// As [`Node::apply`]; [`Error::ConfChangeInProgress`] while another change is pending.
     pub fn add_learner(&self, id: u64, timeout: Duration) -> Result<u64> {
         self.conf_change(vec![(ConfChangeType::AddLearnerNode, id)], timeout)
+    }
+
+    /// Adds a non-voting learner that listens at `address`: the address travels in the
+    /// membership change, and every node hands it to its transport
+    /// ([`Transport::set_address`]) when it applies the change (also when it replays it after
+    /// a restart).
+    ///
+    /// # Errors
+    /// As [`Node::add_learner`].
+    pub fn add_learner_at(&self, id: u64, address: &str, timeout: Duration) -> Result<u64> {
+        self.conf_change_with(
+            vec![(ConfChangeType::AddLearnerNode, id)],
+            address.as_bytes().to_vec(),
+            timeout,
+        )
+    }
+
+    /// As [`Node::add_voter`], for a node that listens at `address` (see
+    /// [`Node::add_learner_at`]).
+    ///
+    /// # Errors
+    /// As [`Node::add_voter`].
+    pub fn add_voter_at(&self, id: u64, address: &str, timeout: Duration) -> Result<u64> {
+        let deadline = Instant::now() + timeout;
+        if !self.status().learners.contains(&id) && !self.status().voters.contains(&id) {
+            self.add_learner_at(id, address, timeout)?;
+        }
+        self.add_voter(id, deadline.saturating_duration_since(Instant::now()))
     }
 
     /// Adds a voter: first as a learner, promoted once its log is within
@@ -452,6 +502,7 @@ where
         pre_vote: true,
         max_size_per_msg: cfg.max_size_per_msg,
         max_inflight_msgs: cfg.max_inflight_msgs,
+        max_uncommitted_size: cfg.max_uncommitted_size,
         ..Default::default()
     };
     raft_cfg
@@ -511,6 +562,8 @@ where
         subscribers,
         max_command_size: cfg.max_command_size,
         max_learner_lag: cfg.max_learner_lag,
+        inflight: Arc::default(),
+        max_pending: cfg.max_pending_proposals,
         thread: Mutex::new(None),
         persister: Mutex::new(None),
     };

@@ -15,7 +15,7 @@
 //! again (applying a joint change twice is an error in raft-rs).
 
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType};
+use raft::eraftpb::{ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType};
 use raft::{StateRole, INVALID_ID};
 use raftwal_snapshot::SnapshotStore;
 use raftwal_wal::BatchStore;
@@ -46,6 +46,7 @@ where
     /// configuration with its index, publishes it, and answers its proposer. A change Raft
     /// refuses (it would remove every voter, say) is skipped, as on every other node.
     pub(super) fn apply_conf_change(&mut self, e: &Entry) -> Result<()> {
+        self.learn_addresses(e);
         let cs = if e.index <= self.membership.replayed_upto {
             self.node.raft.prs().conf().to_conf_state()
         } else {
@@ -75,6 +76,45 @@ where
         self.publish_conf(&cs);
         self.proposals.applied(e, Vec::new());
         Ok(())
+    }
+
+    /// Hands the address a change adding a node carries (its context) to the transport.
+    fn learn_addresses(&self, e: &Entry) {
+        let (context, added): (Vec<u8>, Vec<u64>) = match e.get_entry_type() {
+            EntryType::EntryConfChange => {
+                let mut cc = ConfChange::default();
+                if cc.merge_from_bytes(&e.data).is_err() {
+                    return;
+                }
+                let adds = matches!(
+                    cc.get_change_type(),
+                    ConfChangeType::AddNode | ConfChangeType::AddLearnerNode
+                );
+                (
+                    cc.context.to_vec(),
+                    adds.then_some(cc.node_id).into_iter().collect(),
+                )
+            }
+            _ => {
+                let mut cc = ConfChangeV2::default();
+                if cc.merge_from_bytes(&e.data).is_err() {
+                    return;
+                }
+                let added = cc
+                    .changes
+                    .iter()
+                    .filter(|c| c.get_change_type() != ConfChangeType::RemoveNode)
+                    .map(|c| c.node_id)
+                    .collect();
+                (cc.context.to_vec(), added)
+            }
+        };
+        if context.is_empty() {
+            return;
+        }
+        for id in added {
+            self.transport.set_address(id, &context);
+        }
     }
 
     /// A leader that is a voter in neither half of `cs` hands over and steps down.

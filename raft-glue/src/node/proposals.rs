@@ -4,7 +4,7 @@
 //! What a proposer is told (the guarantee):
 //! - `Ok(Applied)`: its own entry — the one carrying its request id (`ids.rs`) — committed
 //!   and was applied here, and the response is the state machine's for that entry;
-//! - [`Error::NotLeader`], [`Error::Dropped`], [`Error::TooLarge`],
+//! - [`Error::NotLeader`], [`Error::Dropped`], [`Error::TooLarge`], [`Error::Busy`],
 //!   [`Error::ConfChangeInProgress`]: nothing was appended; the command will never apply;
 //! - [`Error::LeadershipLost`], [`Error::Timeout`], and a storage error that stops the node:
 //!   the command may or may not commit.
@@ -43,7 +43,7 @@ impl Proposals {
     /// A command for this round (refused at once on a follower).
     pub(crate) fn queue<S: Storage>(&mut self, node: &RawNode<S>, data: Vec<u8>, reply: Reply) {
         if node.raft.state != StateRole::Leader {
-            let _ = reply.send(Err(not_leader(node)));
+            reply.send(Err(not_leader(node)));
             return;
         }
         self.queued.push((data, reply));
@@ -75,13 +75,16 @@ impl Proposals {
         if node.raft.state == StateRole::Leader && node.raft.step(m).is_ok() {
             self.pending.extend(replies);
         } else {
-            let e = if node.raft.state == StateRole::Leader {
+            // Raft drops a round during a transfer, or beyond its uncommitted bytes.
+            let e = if node.raft.state != StateRole::Leader {
+                not_leader(node)
+            } else if node.raft.lead_transferee.is_some() {
                 Error::Dropped
             } else {
-                not_leader(node)
+                Error::Busy
             };
             for (_, reply) in replies {
-                let _ = reply.send(Err(e.clone()));
+                reply.send(Err(e.clone()));
             }
         }
     }
@@ -97,22 +100,22 @@ impl Proposals {
         self.flush(node);
         let r = &node.raft;
         if r.state != StateRole::Leader {
-            let _ = reply.send(Err(not_leader(node)));
+            reply.send(Err(not_leader(node)));
             return;
         }
         let joint = !r.prs().conf().to_conf_state().voters_outgoing.is_empty();
         if r.has_pending_conf() || (joint && !cc.changes.is_empty()) {
-            let _ = reply.send(Err(Error::ConfChangeInProgress));
+            reply.send(Err(Error::ConfChangeInProgress));
             return;
         }
         let (seq, ctx) = self.ids.next(Kind::Proposal);
         match node.propose_conf_change(ctx, cc) {
             Err(_) => {
-                let _ = reply.send(Err(Error::Dropped));
+                reply.send(Err(Error::Dropped));
             }
             // Raft accepted it as a change only if it now waits for this very entry.
             Ok(()) if node.raft.pending_conf_index != node.raft.raft_log.last_index() => {
-                let _ = reply.send(Err(Error::ConfChangeInProgress));
+                reply.send(Err(Error::ConfChangeInProgress));
             }
             Ok(()) => {
                 self.pending.insert(seq, reply);
@@ -129,7 +132,7 @@ impl Proposals {
     pub(crate) fn applied(&mut self, e: &Entry, response: Vec<u8>) {
         if let Some(seq) = self.ids.ours(Kind::Proposal, &e.context) {
             if let Some(reply) = self.pending.remove(&seq) {
-                let _ = reply.send(Ok(Applied {
+                reply.send(Ok(Applied {
                     index: e.index,
                     response,
                 }));
@@ -140,17 +143,17 @@ impl Proposals {
     /// Leadership is lost: every pending proposal may or may not commit.
     pub(crate) fn leadership_lost(&mut self) {
         for (_, reply) in self.pending.drain() {
-            let _ = reply.send(Err(Error::LeadershipLost));
+            reply.send(Err(Error::LeadershipLost));
         }
     }
 
     /// The node stops: every waiting caller gets `e`.
     pub(crate) fn fail_all(&mut self, e: &Error) {
         for (_, reply) in self.pending.drain() {
-            let _ = reply.send(Err(e.clone()));
+            reply.send(Err(e.clone()));
         }
         for (_, reply) in self.queued.drain(..) {
-            let _ = reply.send(Err(e.clone()));
+            reply.send(Err(e.clone()));
         }
     }
 }

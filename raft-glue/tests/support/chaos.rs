@@ -374,7 +374,8 @@ impl World {
                     NodeError::NotLeader { .. }
                     | NodeError::Dropped
                     | NodeError::ConfChangeInProgress
-                    | NodeError::TooLarge { .. },
+                    | NodeError::TooLarge { .. }
+                    | NodeError::Busy,
                 ) => return,
                 // May or may not have committed.
                 Err(_) => break,
