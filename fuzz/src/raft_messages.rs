@@ -234,6 +234,9 @@ pub fn raft_messages(data: &[u8]) {
         match inp.u8() % 8 {
             0..=4 => {
                 let mut m = message(&mut inp, &c, to);
+                if std::env::var_os("RAFTWAL_FUZZ_TRACE").is_some() {
+                    eprintln!("step {step}: to {to} state {:?}: {m:?}", c.state(to));
+                }
                 if m.get_msg_type() == MessageType::MsgSnapshot && inp.u8().is_multiple_of(2) {
                     let (meta, data) = snapshot_meta(&mut inp, &mut m);
                     let _ = c.mailbox(to).receive_snapshot(m, &meta, &mut &data[..]);

@@ -126,10 +126,15 @@ impl Guard {
                 }
             }
             T::MsgAppend => {
-                if m.log_term > m.term || m.index.checked_add(m.entries.len() as u64).is_none() {
+                // Raft answers term 0 for any index past the log, so a zero term would match
+                // entries this node does not have: only index 0 has term 0.
+                if m.log_term > m.term
+                    || (m.log_term == 0) != (m.index == 0)
+                    || m.index.checked_add(m.entries.len() as u64).is_none()
+                {
                     return malformed;
                 }
-                let mut term = m.log_term;
+                let mut term = m.log_term.max(1);
                 for (i, e) in m.entries.iter().enumerate() {
                     if e.index != m.index + 1 + i as u64 || e.term < term || e.term > m.term {
                         return malformed;
