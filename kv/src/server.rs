@@ -22,6 +22,8 @@ use crate::store::{self, Kv};
 
 /// The cluster id in every peer handshake.
 const CLUSTER_ID: u64 = 0x6b76;
+/// A client connection silent this long is closed.
+const CLIENT_IDLE: Duration = Duration::from_secs(300);
 /// How long a client request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -172,17 +174,20 @@ enum Pending {
 /// back in order, each in one write.
 fn serve_client(stream: TcpStream, node: &Node, kv: &Kv, max_line: usize) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
+    // A connection silent this long is closed: idle clients do not hold threads forever.
+    stream.set_read_timeout(Some(CLIENT_IDLE))?;
     let (tx, rx) = mpsc::sync_channel::<Pending>(256);
     let out = stream.try_clone()?;
     std::thread::scope(|s| {
         s.spawn(move || answer(out, &rx, node, kv));
-        read_requests(stream, &tx, node, max_line)
+        // Ends with the client's stream; dropping `tx` then ends the answering thread.
+        read_requests(stream, tx, node, max_line)
     })
 }
 
 fn read_requests(
     stream: TcpStream,
-    tx: &SyncSender<Pending>,
+    tx: SyncSender<Pending>,
     node: &Node,
     max_line: usize,
 ) -> std::io::Result<()> {

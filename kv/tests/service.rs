@@ -1,0 +1,192 @@
+//! `raftwal-kv` as a service under abuse, process by process: a 100 MB request line is refused
+//! without the server holding it; running out of file descriptors (a flood of connections
+//! under a low descriptor limit) is survived; a node whose storage fails logs why and the
+//! process exits with status 1.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods,
+    missing_docs
+)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn kv_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_raftwal-kv"))
+}
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A one-node cluster (plaintext: these tests are about the client port and the process).
+struct Server {
+    child: Child,
+    raft: SocketAddr,
+    client: SocketAddr,
+}
+
+impl Server {
+    /// Starts `raftwal-kv serve` through `sh -c '<limits>; exec …'`.
+    fn start(dir: &Path, limits: &str) -> Server {
+        let (raft, client) = (free_port(), free_port());
+        let cmd = format!(
+            "{limits} exec '{}' serve --plaintext --id 1 --peers 1={raft} --client {client} --dir '{}'",
+            kv_binary().display(),
+            dir.display()
+        );
+        let child = Command::new("sh")
+            .args(["-c", &cmd])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let s = Server {
+            child,
+            raft,
+            client,
+        };
+        s.wait_ready();
+        s
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(r) = self.request("SET ready yes") {
+                if r.starts_with("OK") {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the server never took a write");
+    }
+
+    fn request(&self, line: &str) -> Option<String> {
+        let s = TcpStream::connect_timeout(&self.client, Duration::from_secs(1)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        (&s).write_all(format!("{line}\n").as_bytes()).ok()?;
+        let mut reply = String::new();
+        BufReader::new(&s).read_line(&mut reply).ok()?;
+        Some(reply.trim_end().to_string())
+    }
+
+    fn rss_mb(&self) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            / 1024
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_100_mb_line_is_refused_without_being_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), "");
+    let before = s.rss_mb();
+    let c = TcpStream::connect(s.client).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut w = c.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        w.write_all(b"SET big ").unwrap();
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..100 {
+            w.write_all(&chunk).unwrap();
+        }
+        w.write_all(b"\nSET small 1\nGET small\n").unwrap();
+    });
+    let mut r = BufReader::new(c);
+    let mut lines = Vec::new();
+    for _ in 0..3 {
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+        lines.push(l.trim_end().to_string());
+    }
+    writer.join().unwrap();
+    assert!(lines[0].starts_with("ERR line too long"), "{lines:?}");
+    assert!(lines[1].starts_with("OK"), "{lines:?}");
+    assert_eq!(lines[2], "VALUE 1", "{lines:?}");
+    let after = s.rss_mb();
+    assert!(
+        after < before + 50,
+        "the server grew from {before} MB to {after} MB"
+    );
+}
+
+#[test]
+fn running_out_of_descriptors_is_survived() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(dir.path(), "ulimit -n 256;");
+    let mut held = Vec::new();
+    for _ in 0..400 {
+        for addr in [s.raft, s.client] {
+            if let Ok(c) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                held.push(c);
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    drop(held);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        s.child.try_wait().is_ok_and(|st| st.is_none()),
+        "the server exited"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if s.request("SET after flood")
+            .is_some_and(|r| r.starts_with("OK"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the server no longer serves");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(s.request("GET after").as_deref(), Some("VALUE flood"));
+}
+
+#[test]
+fn a_node_whose_storage_fails_exits_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(dir.path(), "");
+    // The WAL's directory disappears: the next segment cannot be made.
+    std::fs::remove_dir_all(dir.path().join("wal")).unwrap();
+    let value = "v".repeat(60 << 10);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "the server kept running");
+        let _ = s.request(&format!("SET k {value}"));
+    };
+    assert_eq!(status.code(), Some(1), "{status:?}");
+    let mut err = String::new();
+    s.child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(err.contains("stopped"), "{err}");
+    assert!(err.to_lowercase().contains("error"), "{err}");
+}
