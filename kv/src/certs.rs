@@ -7,7 +7,7 @@ use std::path::Path;
 use raftwal_glue::DevCa;
 
 /// The files node `id` loads from `dir`: CA, certificate, key.
-pub(crate) fn files(dir: &Path, id: u64) -> [std::path::PathBuf; 3] {
+pub fn files(dir: &Path, id: u64) -> [std::path::PathBuf; 3] {
     [
         dir.join("ca.pem"),
         dir.join(format!("node-{id}.pem")),
@@ -15,7 +15,11 @@ pub(crate) fn files(dir: &Path, id: u64) -> [std::path::PathBuf; 3] {
     ]
 }
 
-pub(crate) fn write(dir: &Path, nodes: &[u64]) -> std::io::Result<()> {
+/// Writes a new development CA and certificates for `nodes` into `dir`.
+///
+/// # Errors
+/// Creating the directory, generating keys, writing the files.
+pub fn write(dir: &Path, nodes: &[u64]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let ca = DevCa::new()?;
     std::fs::write(dir.join("ca.pem"), ca.ca_pem())?;

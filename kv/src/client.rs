@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 /// The servers' client addresses.
 #[derive(clap::Args, Debug)]
-pub(crate) struct Servers {
+pub struct Servers {
     /// The nodes' client addresses: `1=127.0.0.1:8001,2=…`.
     #[arg(long, value_parser = crate::parse_peers)]
     servers: BTreeMap<u64, SocketAddr>,
@@ -29,7 +29,7 @@ fn ask(addr: SocketAddr, line: &str) -> Option<String> {
 }
 
 /// Prints the final reply; the exit status is 0 for a success, 1 otherwise.
-pub(crate) fn run(s: &Servers, line: &str) -> i32 {
+pub fn run(s: &Servers, line: &str) -> i32 {
     let deadline = Instant::now() + Duration::from_secs(s.timeout);
     let ids: Vec<u64> = s.servers.keys().copied().collect();
     let mut next = 0;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::{BufReader, BufWriter, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,111 +27,231 @@ const CLIENT_IDLE: Duration = Duration::from_secs(300);
 /// How long a client request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-#[derive(clap::Args, Debug)]
-pub(crate) struct Args {
+/// How a node runs (the `serve` subcommand's flags).
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
     /// This node's id.
     #[arg(long)]
-    pub(crate) id: u64,
+    pub id: u64,
     /// Every node's Raft address, the same on every node: `1=host:port,2=…`.
     #[arg(long, value_parser = crate::parse_peers)]
-    peers: BTreeMap<u64, SocketAddr>,
+    pub peers: BTreeMap<u64, SocketAddr>,
     /// Where clients connect.
     #[arg(long)]
-    client: SocketAddr,
+    pub client: SocketAddr,
     /// The node's data: `DIR/wal`, `DIR/snapshots`.
     #[arg(long)]
-    dir: PathBuf,
+    pub dir: PathBuf,
     /// The CA and this node's certificate and key (`raftwal-kv certs` makes them).
     #[arg(long, default_value = "certs")]
-    certs: PathBuf,
+    pub certs: PathBuf,
     /// No TLS between nodes: anyone who can reach the Raft port can claim to be a node. For
     /// loopback and tests only.
     #[arg(long)]
-    plaintext: bool,
+    pub plaintext: bool,
     /// Take a snapshot every this many applied entries.
     #[arg(long, default_value_t = 8192)]
-    snapshot_every: u64,
+    pub snapshot_every: u64,
     /// The longest request line accepted, in bytes (a value is at most this long).
     #[arg(long, default_value_t = 64 * 1024)]
-    max_line: usize,
+    pub max_line: usize,
     /// Client connections served at once.
     #[arg(long, default_value_t = 1024)]
-    max_clients: usize,
+    pub max_clients: usize,
 }
 
-pub(crate) fn run(args: &Args) -> Result<(), String> {
-    let own = *args
-        .peers
-        .get(&args.id)
-        .ok_or("--peers must include --id")?;
-    let opts = if args.plaintext {
-        TcpOptions::plaintext()
-    } else {
-        let [ca, cert, key] = crate::certs::files(&args.certs, args.id);
-        let id = TlsIdentity::from_files(args.id, &ca, &cert, &key).map_err(|e| {
-            format!(
-                "{e}\n(make certificates with `raftwal-kv certs --dir {} --nodes …`, or pass \
-                 --plaintext on loopback)",
-                args.certs.display()
-            )
-        })?;
-        TcpOptions::tls(id)
-    };
-    let raft_listener = TcpServer::bind(own).map_err(|e| format!("bind {own}: {e}"))?;
-    let wal = Wal::open(
-        args.dir.join("wal"),
-        WalOptions::default().segment_size(4 << 20),
-    )
-    .map_err(|e| format!("open the WAL: {e}"))?;
-    let snaps = FileSnapshotStore::open(args.dir.join("snapshots"), 2)
-        .map_err(|e| format!("open the snapshot store: {e}"))?;
-    let kv = Kv::default();
-    let cfg = Config {
-        tick: Duration::from_millis(20),
-        snapshot_threshold: args.snapshot_every,
-        trailing_entries: args.snapshot_every / 4,
-        max_command_size: args.max_line.max(1),
-        ..Config::new(args.id, args.peers.keys().copied().collect())
-    };
-    let transport = TcpTransport::new(
-        args.id,
-        CLUSTER_ID,
-        args.peers.clone().into_iter().collect(),
-        opts.clone(),
-    );
-    let node = Arc::new(
-        Node::start(cfg, kv.clone(), RaftStorage::new(wal, snaps), transport)
-            .map_err(|e| format!("start the node: {e}"))?,
-    );
-    let _server = TcpServer::serve(raft_listener, CLUSTER_ID, node.mailbox(), opts)
-        .map_err(|e| format!("serve Raft on {own}: {e}"))?;
-    let clients =
-        TcpListener::bind(args.client).map_err(|e| format!("bind {}: {e}", args.client))?;
-    tracing::info!(
-        node = args.id,
-        raft = %own,
-        clients = %args.client,
-        tls = !args.plaintext,
-        "serving"
-    );
-    watch(node.clone());
+impl Args {
+    /// A node with the defaults of `serve` (TLS certificates in `./certs`).
+    pub fn new(
+        id: u64,
+        peers: BTreeMap<u64, SocketAddr>,
+        client: SocketAddr,
+        dir: PathBuf,
+    ) -> Self {
+        Args {
+            id,
+            peers,
+            client,
+            dir,
+            certs: PathBuf::from("certs"),
+            plaintext: false,
+            snapshot_every: 8192,
+            max_line: 64 * 1024,
+            max_clients: 1024,
+        }
+    }
+}
+
+/// A running node: Raft (node and server) and the client port.
+pub struct KvServer {
+    node: Arc<Node>,
+    client: SocketAddr,
+    stop: Arc<AtomicBool>,
+    accept: Option<std::thread::JoinHandle<()>>,
+    _raft: TcpServer,
+}
+
+impl std::fmt::Debug for KvServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvServer")
+            .field("client", &self.client)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KvServer {
+    /// Starts a node as `args` say.
+    ///
+    /// # Errors
+    /// Certificates, binding, the stores, or the node refusing to start; as text.
+    pub fn start(args: &Args) -> Result<Self, String> {
+        let own = *args
+            .peers
+            .get(&args.id)
+            .ok_or("--peers must include --id")?;
+        let opts = if args.plaintext {
+            TcpOptions::plaintext()
+        } else {
+            let [ca, cert, key] = crate::certs::files(&args.certs, args.id);
+            let id = TlsIdentity::from_files(args.id, &ca, &cert, &key).map_err(|e| {
+                format!(
+                    "{e}\n(make certificates with `raftwal-kv certs --dir {} --nodes …`, or \
+                     pass --plaintext on loopback)",
+                    args.certs.display()
+                )
+            })?;
+            TcpOptions::tls(id)
+        };
+        let raft_listener = TcpServer::bind(own).map_err(|e| format!("bind {own}: {e}"))?;
+        let clients =
+            TcpListener::bind(args.client).map_err(|e| format!("bind {}: {e}", args.client))?;
+        let client = clients.local_addr().map_err(|e| e.to_string())?;
+        let wal = Wal::open(
+            args.dir.join("wal"),
+            WalOptions::default().segment_size(4 << 20),
+        )
+        .map_err(|e| format!("open the WAL: {e}"))?;
+        let snaps = FileSnapshotStore::open(args.dir.join("snapshots"), 2)
+            .map_err(|e| format!("open the snapshot store: {e}"))?;
+        let kv = Kv::default();
+        let cfg = Config {
+            tick: Duration::from_millis(20),
+            snapshot_threshold: args.snapshot_every,
+            trailing_entries: args.snapshot_every / 4,
+            max_command_size: args.max_line.max(1),
+            ..Config::new(args.id, args.peers.keys().copied().collect())
+        };
+        let transport = TcpTransport::new(
+            args.id,
+            CLUSTER_ID,
+            args.peers.clone().into_iter().collect(),
+            opts.clone(),
+        );
+        let node = Arc::new(
+            Node::start(cfg, kv.clone(), RaftStorage::new(wal, snaps), transport)
+                .map_err(|e| format!("start the node: {e}"))?,
+        );
+        let raft = TcpServer::serve(raft_listener, CLUSTER_ID, node.mailbox(), opts)
+            .map_err(|e| format!("serve Raft on {own}: {e}"))?;
+        tracing::info!(
+            node = args.id,
+            raft = %own,
+            clients = %client,
+            tls = !args.plaintext,
+            "serving"
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        clients
+            .set_nonblocking(true)
+            .map_err(|e| format!("client listener: {e}"))?;
+        let (n, st, max_clients, max_line) =
+            (node.clone(), stop.clone(), args.max_clients, args.max_line);
+        let accept = std::thread::Builder::new()
+            .name("kv-accept".into())
+            .spawn(move || accept_clients(&clients, &n, &kv, &st, max_clients, max_line))
+            .map_err(|e| format!("start the client listener: {e}"))?;
+        Ok(KvServer {
+            node,
+            client,
+            stop,
+            accept: Some(accept),
+            _raft: raft,
+        })
+    }
+
+    /// The node.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Where clients connect.
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client
+    }
+
+    /// Waits until the node stops; returns why.
+    pub fn wait(&self) -> NodeError {
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            let s = self.node.status();
+            if s.stopped {
+                return s.stop_reason.unwrap_or(NodeError::Shutdown);
+            }
+        }
+    }
+}
+
+impl Drop for KvServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+        self.node.shutdown();
+    }
+}
+
+/// Runs a node until it stops.
+///
+/// # Errors
+/// Why it did not start, or why it stopped (a node stops only on an error).
+pub fn run(args: &Args) -> Result<(), String> {
+    let server = KvServer::start(args)?;
+    let why = server.wait();
+    Err(format!("the node stopped: {why}"))
+}
+
+fn accept_clients(
+    clients: &TcpListener,
+    node: &Arc<Node>,
+    kv: &Kv,
+    stop: &AtomicBool,
+    max_clients: usize,
+    max_line: usize,
+) {
     let active = Arc::new(AtomicUsize::new(0));
-    loop {
+    while !stop.load(Ordering::SeqCst) {
         let stream = match clients.accept() {
             Ok((s, _)) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "accepting a client failed; retrying");
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
         };
-        if active.load(Ordering::SeqCst) >= args.max_clients {
+        if stream.set_nonblocking(false).is_err() {
+            continue;
+        }
+        if active.load(Ordering::SeqCst) >= max_clients {
             let _ = (&stream).write_all(b"ERR too many connections\n");
             continue;
         }
         active.fetch_add(1, Ordering::SeqCst);
-        let (node, kv, active, max_line) =
-            (node.clone(), kv.clone(), active.clone(), args.max_line);
+        let (node, kv, active) = (node.clone(), kv.clone(), active.clone());
         let spawned = std::thread::Builder::new()
             .name("kv-client".into())
             .spawn(move || {
@@ -144,23 +264,6 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
             tracing::warn!("no thread for a client connection");
         }
     }
-}
-
-/// Exits the process (status 1) once the node stops, saying why.
-fn watch(node: Arc<Node>) {
-    let _ = std::thread::Builder::new()
-        .name("kv-watch".into())
-        .spawn(move || loop {
-            std::thread::sleep(Duration::from_millis(100));
-            let s = node.status();
-            if s.stopped {
-                let why = s
-                    .stop_reason
-                    .map_or_else(|| "unknown".to_string(), |e| e.to_string());
-                tracing::error!(node = s.id, reason = %why, "the node stopped; exiting");
-                std::process::exit(1);
-            }
-        });
 }
 
 /// A request in flight on a connection, answered in order.

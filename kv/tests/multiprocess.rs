@@ -203,3 +203,92 @@ fn kill_9_the_leader(tls: bool) {
         }
     }
 }
+
+/// Clients read through the survivors while the leader is killed. A read never answers with a
+/// write's "may or may not commit"; it fails only as a read; and every read still in flight
+/// when the new leader commits its first write is served (it was retried, not left to time
+/// out), as is every read issued after that.
+#[test]
+fn reads_resume_once_a_new_leader_exists() {
+    let mut c = Cluster {
+        dir: tempfile::tempdir().unwrap(),
+        tls: false,
+        raft: (1..=3).map(|i| (i, free_port())).collect(),
+        clients: (1..=3).map(|i| (i, free_port())).collect(),
+        procs: BTreeMap::new(),
+    };
+    for id in 1..=3 {
+        c.spawn(id);
+    }
+    let r = c.to_leader("SET k v");
+    let leader: u64 = r.split_once(':').unwrap().0.parse().unwrap();
+    let survivors: Vec<u64> = (1..=3).filter(|&i| i != leader).collect();
+    let addrs: Vec<SocketAddr> = survivors.iter().map(|i| c.clients[i]).collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let t0 = Instant::now();
+    let readers: Vec<_> = addrs
+        .into_iter()
+        .map(|addr| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut log = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let issued = t0.elapsed();
+                    let reply = get(addr, "GET k");
+                    log.push((issued, t0.elapsed(), reply));
+                }
+                log
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    c.kill9(leader);
+    // The first write a new leader commits.
+    let first_write = loop {
+        let ok = survivors.iter().any(|&id| {
+            c.request(id, "SET probe 1")
+                .is_some_and(|r| r.starts_with("OK"))
+        });
+        if ok {
+            break t0.elapsed();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "no new leader");
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let logs: Vec<_> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    let mut in_flight = 0;
+    for log in &logs {
+        for (issued, done, reply) in log {
+            let reply = reply.as_deref().unwrap_or("(no answer)");
+            assert!(
+                !reply.contains("may or may not"),
+                "a read answered like a write: {reply}"
+            );
+            assert!(
+                reply == "VALUE v" || reply == "ERR no leader yet" || reply == "ERR read timed out",
+                "unexpected read reply {reply:?}"
+            );
+            if *done >= first_write {
+                // In flight when the new leader committed, or issued after: served.
+                assert_eq!(
+                    reply, "VALUE v",
+                    "a read issued at {issued:?} and answered at {done:?} failed after the new leader's first write at {first_write:?}"
+                );
+                if *issued < first_write {
+                    in_flight += 1;
+                }
+            }
+        }
+    }
+    eprintln!("reads in flight across the first new write: {in_flight}; new leader's first write at {first_write:?}");
+}
+
+fn get(addr: SocketAddr, line: &str) -> Option<String> {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    (&s).write_all(format!("{line}\n").as_bytes()).ok()?;
+    let mut reply = String::new();
+    BufReader::new(&s).read_line(&mut reply).ok()?;
+    Some(reply.trim().to_string())
+}
