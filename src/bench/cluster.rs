@@ -112,55 +112,83 @@ pub fn leader(c: &Cluster) -> Result<Arc<Node>, Error> {
     Err("no leader elected within 20 s".into())
 }
 
-/// Runs the cluster workloads; each row's ratio compares batching on with off.
+/// `n` closed-loop clients for `phase`: each makes its own operation with `client(i)` (a
+/// connection, say) and calls it in a loop (`Ok(false)`: not counted, try again). Returns the
+/// operations counted, their latencies and the wall time.
+fn clients<F>(
+    n: usize,
+    phase: Duration,
+    client: impl Fn(usize) -> Result<F, Error> + Sync,
+) -> Result<(u64, Hist, f64), Error>
+where
+    F: FnMut() -> Result<bool, Error>,
+{
+    let stop = AtomicBool::new(false);
+    let start = Instant::now();
+    let results: Vec<Result<(u64, Hist), Error>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..n)
+            .map(|i| {
+                let (client, stop) = (&client, &stop);
+                s.spawn(move || -> Result<(u64, Hist), Error> {
+                    let mut op = client(i)?;
+                    let mut h = Hist::new()?;
+                    let mut ops = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let t = Instant::now();
+                        if op()? {
+                            h.record(t.elapsed());
+                            ops += 1;
+                        }
+                    }
+                    Ok((ops, h))
+                })
+            })
+            .collect();
+        std::thread::sleep(phase);
+        stop.store(true, Ordering::Relaxed);
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|_| Err("client panicked".into())))
+            .collect()
+    });
+    let secs = start.elapsed().as_secs_f64();
+    let mut total = 0;
+    let mut hist = Hist::new()?;
+    for r in results {
+        let (ops, h) = r?;
+        total += ops;
+        let _ = hist.0.add(&h.0);
+    }
+    Ok((total, hist, secs))
+}
+
+/// Runs the cluster workloads; each row's ratio compares batching on with off, TLS with
+/// plaintext, and the example's client port with the in-process calls.
 ///
 /// # Errors
 /// Cluster start-up or I/O errors.
 pub fn run(
     root: &Path,
     phase: Duration,
-    clients: &[usize],
+    clients_n: &[usize],
     size: usize,
 ) -> Result<Vec<Row>, Error> {
     let mut rows: Vec<Row> = Vec::new();
     for (batch, tls) in [(false, false), (true, false), (true, true)] {
-        for &n in clients {
+        for &n in clients_n {
             let dir = root.join(format!("cluster-{batch}-{tls}-{n}"));
             let c = start(&dir, batch, tls)?;
             let l = leader(&c)?;
-            let stop = Arc::new(AtomicBool::new(false));
-            let start = Instant::now();
-            let workers: Vec<_> = (0..n)
-                .map(|_| {
-                    let (l, stop) = (l.clone(), stop.clone());
-                    std::thread::spawn(move || -> Result<(u64, Hist), Error> {
-                        let mut h = Hist::new()?;
-                        let mut ops = 0;
-                        while !stop.load(Ordering::Relaxed) {
-                            let t = Instant::now();
-                            match l.apply(vec![7u8; size], Duration::from_secs(10)) {
-                                Ok(_) => {
-                                    h.record(t.elapsed());
-                                    ops += 1;
-                                }
-                                Err(NodeError::Timeout) => {}
-                                Err(e) => return Err(e.into()),
-                            }
-                        }
-                        Ok((ops, h))
-                    })
-                })
-                .collect();
-            std::thread::sleep(phase);
-            stop.store(true, Ordering::Relaxed);
-            let mut total = 0;
-            let mut hist = Hist::new()?;
-            for w in workers {
-                let (ops, h) = w.join().map_err(|_| "client panicked")??;
-                total += ops;
-                let _ = hist.0.add(&h.0);
-            }
-            let secs = start.elapsed().as_secs_f64();
+            let (total, hist, secs) = clients(n, phase, |_| {
+                let l = l.clone();
+                Ok(
+                    move || match l.apply(vec![7u8; size], Duration::from_secs(10)) {
+                        Ok(_) => Ok(true),
+                        Err(NodeError::Timeout) => Ok(false),
+                        Err(e) => Err(e.into()),
+                    },
+                )
+            })?;
             let name = format!(
                 "3-node cluster, {n} client(s), batching {}{}",
                 if batch { "on" } else { "off" },
@@ -192,5 +220,89 @@ pub fn run(
             std::fs::remove_dir_all(&dir).ok();
         }
     }
+    kv_rows(root, phase, clients_n, size, &mut rows)?;
     Ok(rows)
+}
+
+/// The same workload through `raftwal-kv`'s client port over loopback (three in-process
+/// servers, plaintext between them as in the in-process rows): each client holds a connection
+/// and sends `SET` lines of `size`-byte values, one at a time.
+fn kv_rows(
+    root: &Path,
+    phase: Duration,
+    clients_n: &[usize],
+    size: usize,
+    rows: &mut Vec<Row>,
+) -> Result<(), Error> {
+    let dir = root.join("cluster-kv");
+    let port = || -> Result<SocketAddr, Error> {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+    };
+    let peers: std::collections::BTreeMap<u64, SocketAddr> = (1..=3)
+        .map(|id| Ok((id, port()?)))
+        .collect::<Result<_, Error>>()?;
+    let servers: Vec<raftwal_kv::KvServer> = (1..=3)
+        .map(|id| {
+            let args = raftwal_kv::Args {
+                plaintext: true,
+                ..raftwal_kv::Args::new(id, peers.clone(), port()?, dir.join(format!("n{id}")))
+            };
+            raftwal_kv::KvServer::start(&args).map_err(Error::from)
+        })
+        .collect::<Result<_, Error>>()?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let leader = loop {
+        if let Some(s) = servers.iter().find(|s| {
+            s.node().role() == Role::Leader && s.node().barrier(Duration::from_secs(2)).is_ok()
+        }) {
+            break s.client_addr();
+        }
+        if Instant::now() > deadline {
+            return Err("no raftwal-kv leader within 20 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let value = "x".repeat(size);
+    for &n in clients_n {
+        let (total, hist, secs) = clients(n, phase, |i| {
+            let conn = std::net::TcpStream::connect(leader)?;
+            conn.set_nodelay(true)?;
+            let mut w = conn.try_clone()?;
+            let mut r = std::io::BufReader::new(conn);
+            let line = format!("SET k{i} {value}\n");
+            let mut reply = String::new();
+            Ok(move || -> Result<bool, Error> {
+                use std::io::{BufRead, Write};
+                w.write_all(line.as_bytes())?;
+                reply.clear();
+                r.read_line(&mut reply)?;
+                if reply.starts_with("OK") {
+                    Ok(true)
+                } else if reply.starts_with("ERR timed out") {
+                    Ok(false)
+                } else {
+                    Err(format!("raftwal-kv answered {reply:?}").into())
+                }
+            })
+        })?;
+        let name = format!("3-node cluster, {n} client(s), through raftwal-kv's client port");
+        let mut r = row(
+            "cluster",
+            &name,
+            total,
+            total,
+            total * size as u64,
+            secs,
+            &hist,
+        );
+        let base = format!("3-node cluster, {n} client(s), batching on");
+        if let Some(b) = rows.iter().find(|x| x.name == base) {
+            r.ratio = Some(r.entries_per_sec / b.entries_per_sec.max(1e-9));
+            r.baseline = Some(base);
+        }
+        rows.push(r);
+    }
+    drop(servers);
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
 }
