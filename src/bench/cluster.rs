@@ -162,8 +162,12 @@ where
     Ok((total, hist, secs))
 }
 
-/// Runs the cluster workloads; each row's ratio compares batching on with off, TLS with
-/// plaintext, and the example's client port with the in-process calls.
+/// Runs the cluster workloads: the same closed-loop clients against a cluster with batching
+/// off, one with batching on, one with batching on over mutual TLS, and `raftwal-kv`'s client
+/// port (three in-process servers, batching on, plaintext), all four started up front and
+/// measured in [`ROUNDS`](super::ROUNDS) interleaved rounds (the machine drifts; interleaved,
+/// the drift falls on all alike). Ratios: batching on against off, TLS against plaintext, the
+/// client port against in-process calls.
 ///
 /// # Errors
 /// Cluster start-up or I/O errors.
@@ -173,99 +177,120 @@ pub fn run(
     clients_n: &[usize],
     size: usize,
 ) -> Result<Vec<Row>, Error> {
+    let off = start(&root.join("cluster-off"), false, false)?;
+    let on = start(&root.join("cluster-on"), true, false)?;
+    let tls = start(&root.join("cluster-tls"), true, true)?;
+    let kv = KvCluster::start(&root.join("cluster-kv"))?;
+    let leaders = [leader(&off)?, leader(&on)?, leader(&tls)?];
+    let round = phase / super::ROUNDS as u32;
     let mut rows: Vec<Row> = Vec::new();
-    for (batch, tls) in [(false, false), (true, false), (true, true)] {
-        for &n in clients_n {
-            let dir = root.join(format!("cluster-{batch}-{tls}-{n}"));
-            let c = start(&dir, batch, tls)?;
-            let l = leader(&c)?;
-            let (total, hist, secs) = clients(n, phase, |_| {
-                let l = l.clone();
-                Ok(
-                    move || match l.apply(vec![7u8; size], Duration::from_secs(10)) {
-                        Ok(_) => Ok(true),
-                        Err(NodeError::Timeout) => Ok(false),
-                        Err(e) => Err(e.into()),
-                    },
-                )
-            })?;
-            let name = format!(
-                "3-node cluster, {n} client(s), batching {}{}",
-                if batch { "on" } else { "off" },
-                if tls { ", mutual TLS" } else { "" }
-            );
-            let mut r = row(
+    for &n in clients_n {
+        let in_process = |l: &Arc<Node>| {
+            let l = l.clone();
+            move || {
+                clients(n, round, |_| {
+                    let l = l.clone();
+                    Ok(
+                        move || match l.apply(vec![7u8; size], Duration::from_secs(10)) {
+                            Ok(_) => Ok(true),
+                            Err(NodeError::Timeout | NodeError::Busy) => Ok(false),
+                            Err(e) => Err(e.into()),
+                        },
+                    )
+                })
+            }
+        };
+        let (mut a, mut b, mut c) = (
+            in_process(&leaders[0]),
+            in_process(&leaders[1]),
+            in_process(&leaders[2]),
+        );
+        let mut d = || kv.clients(n, round, size);
+        let rounds = super::alternate(&mut [&mut a, &mut b, &mut c, &mut d])?;
+        let names = [
+            format!("3-node cluster, {n} client(s), batching off"),
+            format!("3-node cluster, {n} client(s), batching on"),
+            format!("3-node cluster, {n} client(s), batching on, mutual TLS"),
+            format!("3-node cluster, {n} client(s), through raftwal-kv's client port"),
+        ];
+        let mut made = Vec::new();
+        for (name, rs) in names.iter().zip(rounds) {
+            let (mut total, mut hist, mut secs) = (0, Hist::new()?, 0.0);
+            for (ops, h, s) in rs {
+                total += ops;
+                secs += s;
+                let _ = hist.0.add(&h.0);
+            }
+            made.push(row(
                 "cluster",
-                &name,
+                name,
                 total,
                 total,
                 total * size as u64,
                 secs,
                 &hist,
-            );
-            // Batching on against off; TLS against plaintext (both batching on).
-            let base = match (batch, tls) {
-                (true, false) => Some(format!("3-node cluster, {n} client(s), batching off")),
-                (true, true) => Some(format!("3-node cluster, {n} client(s), batching on")),
-                _ => None,
-            };
-            if let Some(base) = base {
-                if let Some(b) = rows.iter().find(|x| x.name == base) {
-                    r.ratio = Some(r.entries_per_sec / b.entries_per_sec.max(1e-9));
-                    r.baseline = Some(base);
-                }
-            }
-            rows.push(r);
-            drop(c);
-            std::fs::remove_dir_all(&dir).ok();
+            ));
         }
+        // On against off; TLS, and the client port, against on.
+        for (i, base) in [(1, 0), (2, 1), (3, 1)] {
+            let (r, b) = (made[i].entries_per_sec, made[base].entries_per_sec);
+            made[i].ratio = Some(r / b.max(1e-9));
+            made[i].baseline = Some(made[base].name.clone());
+        }
+        rows.extend(made);
     }
-    kv_rows(root, phase, clients_n, size, &mut rows)?;
+    drop((off, on, tls, kv));
+    for d in ["cluster-off", "cluster-on", "cluster-tls", "cluster-kv"] {
+        std::fs::remove_dir_all(root.join(d)).ok();
+    }
     Ok(rows)
 }
 
-/// The same workload through `raftwal-kv`'s client port over loopback (three in-process
-/// servers, plaintext between them as in the in-process rows): each client holds a connection
-/// and sends `SET` lines of `size`-byte values, one at a time.
-fn kv_rows(
-    root: &Path,
-    phase: Duration,
-    clients_n: &[usize],
-    size: usize,
-    rows: &mut Vec<Row>,
-) -> Result<(), Error> {
-    let dir = root.join("cluster-kv");
-    let port = || -> Result<SocketAddr, Error> {
-        Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-    };
-    let peers: std::collections::BTreeMap<u64, SocketAddr> = (1..=3)
-        .map(|id| Ok((id, port()?)))
-        .collect::<Result<_, Error>>()?;
-    let servers: Vec<raftwal_kv::KvServer> = (1..=3)
-        .map(|id| {
-            let args = raftwal_kv::Args {
-                plaintext: true,
-                ..raftwal_kv::Args::new(id, peers.clone(), port()?, dir.join(format!("n{id}")))
-            };
-            raftwal_kv::KvServer::start(&args).map_err(Error::from)
-        })
-        .collect::<Result<_, Error>>()?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let leader = loop {
-        if let Some(s) = servers.iter().find(|s| {
-            s.node().role() == Role::Leader && s.node().barrier(Duration::from_secs(2)).is_ok()
-        }) {
-            break s.client_addr();
-        }
-        if Instant::now() > deadline {
-            return Err("no raftwal-kv leader within 20 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let value = "x".repeat(size);
-    for &n in clients_n {
-        let (total, hist, secs) = clients(n, phase, |i| {
-            let conn = std::net::TcpStream::connect(leader)?;
+/// Three `raftwal-kv` servers in this process (plaintext between them, as in the in-process
+/// rows), driven through their client port over loopback.
+struct KvCluster {
+    servers: Vec<raftwal_kv::KvServer>,
+    leader: SocketAddr,
+}
+
+impl KvCluster {
+    fn start(dir: &Path) -> Result<Self, Error> {
+        let port = || -> Result<SocketAddr, Error> {
+            Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+        };
+        let peers: std::collections::BTreeMap<u64, SocketAddr> = (1..=3)
+            .map(|id| Ok((id, port()?)))
+            .collect::<Result<_, Error>>()?;
+        let servers: Vec<raftwal_kv::KvServer> = (1..=3)
+            .map(|id| {
+                let args = raftwal_kv::Args {
+                    plaintext: true,
+                    ..raftwal_kv::Args::new(id, peers.clone(), port()?, dir.join(format!("n{id}")))
+                };
+                raftwal_kv::KvServer::start(&args).map_err(Error::from)
+            })
+            .collect::<Result<_, Error>>()?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let leader = loop {
+            if let Some(s) = servers.iter().find(|s| {
+                s.node().role() == Role::Leader && s.node().barrier(Duration::from_secs(2)).is_ok()
+            }) {
+                break s.client_addr();
+            }
+            if Instant::now() > deadline {
+                return Err("no raftwal-kv leader within 20 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Ok(KvCluster { servers, leader })
+    }
+
+    /// `n` clients, each on its own connection to the leader, sending `SET` lines of
+    /// `size`-byte values one at a time, for `time`.
+    fn clients(&self, n: usize, time: Duration, size: usize) -> Result<(u64, Hist, f64), Error> {
+        let value = "x".repeat(size);
+        clients(n, time, |i| {
+            let conn = std::net::TcpStream::connect(self.leader)?;
             conn.set_nodelay(true)?;
             let mut w = conn.try_clone()?;
             let mut r = std::io::BufReader::new(conn);
@@ -278,31 +303,18 @@ fn kv_rows(
                 r.read_line(&mut reply)?;
                 if reply.starts_with("OK") {
                     Ok(true)
-                } else if reply.starts_with("ERR timed out") {
+                } else if reply.starts_with("ERR timed out") || reply.starts_with("ERR too many") {
                     Ok(false)
                 } else {
                     Err(format!("raftwal-kv answered {reply:?}").into())
                 }
             })
-        })?;
-        let name = format!("3-node cluster, {n} client(s), through raftwal-kv's client port");
-        let mut r = row(
-            "cluster",
-            &name,
-            total,
-            total,
-            total * size as u64,
-            secs,
-            &hist,
-        );
-        let base = format!("3-node cluster, {n} client(s), batching on");
-        if let Some(b) = rows.iter().find(|x| x.name == base) {
-            r.ratio = Some(r.entries_per_sec / b.entries_per_sec.max(1e-9));
-            r.baseline = Some(base);
-        }
-        rows.push(r);
+        })
     }
-    drop(servers);
-    std::fs::remove_dir_all(&dir).ok();
-    Ok(())
+}
+
+impl Drop for KvCluster {
+    fn drop(&mut self) {
+        self.servers.clear();
+    }
 }

@@ -102,7 +102,7 @@ impl Guard {
         // noise). A follower's view of the configuration may be behind the cluster's, so it
         // hears from any peer: a leader it does not know of yet may lead it (the transport
         // authenticates who a peer is).
-        if r.state == StateRole::Leader && !is_member(&r.prs().conf().to_conf_state(), m.from) {
+        if r.state == StateRole::Leader && r.prs().get(m.from).is_none() {
             return Err(DropReason::NotAMember);
         }
         // Forwarded reads carry no term (raft-rs treats them as local); everything else does.
@@ -172,17 +172,6 @@ impl Guard {
         }
         Ok(())
     }
-}
-
-fn is_member(cs: &ConfState, id: u64) -> bool {
-    [
-        &cs.voters,
-        &cs.learners,
-        &cs.voters_outgoing,
-        &cs.learners_next,
-    ]
-    .iter()
-    .any(|ids| ids.contains(&id))
 }
 
 /// A configuration raft-rs can restore: some voter, no zero id, no node both voter and

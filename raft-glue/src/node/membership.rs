@@ -148,7 +148,8 @@ where
     /// leading when it applies it).
     pub(super) fn maintain_membership(&mut self) {
         let r = &self.node.raft;
-        if r.state != StateRole::Leader {
+        // Only a joint configuration entered automatically is left automatically.
+        if r.state != StateRole::Leader || !*r.prs().conf().auto_leave() {
             return;
         }
         let cs: ConfState = r.prs().conf().to_conf_state();
