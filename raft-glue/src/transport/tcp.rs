@@ -195,6 +195,15 @@ impl Queue {
                 .wait_timeout(s, wait)
                 .map_or_else(|e| e.into_inner().0, |r| r.0);
         }
+        Self::take(&mut s)
+    }
+
+    /// The next message if one is queued, without waiting.
+    fn try_pop(&self) -> Option<Message> {
+        Self::take(&mut lock(&self.state))
+    }
+
+    fn take(s: &mut QueueState) -> Option<Message> {
         let (m, size) = s.msgs.pop_front()?;
         s.bytes -= size;
         Some(m)
@@ -455,7 +464,7 @@ impl Writer {
                         break;
                     }
                 }
-                msg = self.queue.pop(Duration::ZERO);
+                msg = self.queue.try_pop();
             }
             if !ok || w.flush().is_err() {
                 self.failed();
