@@ -26,6 +26,7 @@
 pub mod certs;
 pub mod client;
 pub mod protocol;
+mod reactor;
 pub mod server;
 pub mod store;
 

@@ -1,7 +1,5 @@
 //! The client protocol: one request per line, bounded in length, parsed into a [`Request`].
 
-use std::io::{self, BufRead};
-
 /// What a client asks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Request {
@@ -26,55 +24,52 @@ pub(crate) fn parse(line: &str) -> Request {
     }
 }
 
-/// One line read with a bound.
-pub(crate) enum Line {
-    Text(String),
-    /// Longer than the bound; its bytes were skipped up to the next newline.
-    TooLong,
-    Eof,
+/// Splits a byte stream into request lines of at most `max` bytes, never holding more than
+/// that: a longer line is skipped to its end and reported as `None`.
+#[derive(Debug, Default)]
+pub struct Lines {
+    max: usize,
+    partial: Vec<u8>,
+    skipping: bool,
 }
 
-/// Reads a line of at most `max` bytes (without its `\n`), never holding more than `max`: a
-/// longer one is skipped to its end and reported as [`Line::TooLong`].
-pub(crate) fn read_line(r: &mut impl BufRead, max: usize) -> io::Result<Line> {
-    let mut line = Vec::new();
-    let mut too_long = false;
-    loop {
-        let buf = match r.fill_buf() {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if buf.is_empty() {
-            return Ok(if line.is_empty() && !too_long {
-                Line::Eof
-            } else if too_long {
-                Line::TooLong
-            } else {
-                Line::Text(String::from_utf8_lossy(&line).into_owned())
-            });
+impl Lines {
+    /// A splitter for lines of at most `max` bytes.
+    pub fn new(max: usize) -> Self {
+        Lines {
+            max,
+            ..Lines::default()
         }
-        let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
-            Some(i) => (&buf[..i], Some(i + 1)),
-            None => (buf, None),
-        };
-        if !too_long {
-            if line.len() + chunk.len() > max {
-                too_long = true;
-                line = Vec::new();
-            } else {
-                line.extend_from_slice(chunk);
+    }
+
+    /// Takes the next bytes; returns the lines they complete (without `\n`; `None` for a line
+    /// that was too long).
+    pub fn feed(&mut self, mut bytes: &[u8]) -> Vec<Option<String>> {
+        let mut out = Vec::new();
+        while !bytes.is_empty() {
+            let (chunk, end) = match bytes.iter().position(|&b| b == b'\n') {
+                Some(i) => (&bytes[..i], Some(i + 1)),
+                None => (bytes, None),
+            };
+            if !self.skipping {
+                if self.partial.len() + chunk.len() > self.max {
+                    self.skipping = true;
+                    self.partial = Vec::new();
+                } else {
+                    self.partial.extend_from_slice(chunk);
+                }
             }
-        }
-        let used = done.unwrap_or(buf.len());
-        r.consume(used);
-        if done.is_some() {
-            return Ok(if too_long {
-                Line::TooLong
+            let Some(e) = end else {
+                break;
+            };
+            out.push(if std::mem::take(&mut self.skipping) {
+                None
             } else {
-                Line::Text(String::from_utf8_lossy(&line).into_owned())
+                Some(String::from_utf8_lossy(&std::mem::take(&mut self.partial)).into_owned())
             });
+            bytes = &bytes[e..];
         }
+        out
     }
 }
 
@@ -96,11 +91,18 @@ mod tests {
     fn long_lines_are_skipped_without_being_held() {
         let mut input = b"GET a\n".to_vec();
         input.extend(std::iter::repeat_n(b'x', 10_000));
-        input.extend_from_slice(b"\nGET b\n");
-        let mut r = io::BufReader::with_capacity(64, &input[..]);
-        assert!(matches!(read_line(&mut r, 100).unwrap(), Line::Text(l) if l == "GET a"));
-        assert!(matches!(read_line(&mut r, 100).unwrap(), Line::TooLong));
-        assert!(matches!(read_line(&mut r, 100).unwrap(), Line::Text(l) if l == "GET b"));
-        assert!(matches!(read_line(&mut r, 100).unwrap(), Line::Eof));
+        input.extend_from_slice(b"\nGET b\nGET");
+        let mut l = Lines::new(100);
+        let mut got = Vec::new();
+        for piece in input.chunks(7) {
+            got.extend(l.feed(piece));
+            assert!(
+                l.partial.capacity() <= 200,
+                "{} bytes held",
+                l.partial.capacity()
+            );
+        }
+        assert_eq!(got, vec![Some("GET a".into()), None, Some("GET b".into())]);
+        assert_eq!(l.feed(b" c\n"), vec![Some("GET c".into())]);
     }
 }

@@ -2,27 +2,22 @@
 //! client port.
 
 use std::collections::BTreeMap;
-use std::io::{BufReader, BufWriter, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use raftwal_glue::{
-    Config, Node, NodeError, Proposal, RaftStorage, TcpOptions, TcpServer, TcpTransport,
-    TlsIdentity,
+    Config, Node, NodeError, RaftStorage, TcpOptions, TcpServer, TcpTransport, TlsIdentity,
 };
 use raftwal_snapshot::FileSnapshotStore;
 use raftwal_wal::{Wal, WalOptions};
 
-use crate::protocol::{self, Line, Request};
-use crate::store::{self, Kv};
+use crate::store::Kv;
 
 /// The cluster id in every peer handshake.
 const CLUSTER_ID: u64 = 0x6b76;
-/// A client connection silent this long is closed.
-const CLIENT_IDLE: Duration = Duration::from_secs(300);
 /// How long a client request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -160,15 +155,17 @@ impl KvServer {
             "serving"
         );
         let stop = Arc::new(AtomicBool::new(false));
-        clients
-            .set_nonblocking(true)
-            .map_err(|e| format!("client listener: {e}"))?;
         let (n, st, max_clients, max_line) =
             (node.clone(), stop.clone(), args.max_clients, args.max_line);
         let accept = std::thread::Builder::new()
-            .name("kv-accept".into())
-            .spawn(move || accept_clients(&clients, &n, &kv, &st, max_clients, max_line))
-            .map_err(|e| format!("start the client listener: {e}"))?;
+            .name("kv-clients".into())
+            .spawn(move || {
+                if let Err(e) = crate::reactor::serve(clients, &n, &kv, &st, max_clients, max_line)
+                {
+                    tracing::error!(error = %e, "the client port failed");
+                }
+            })
+            .map_err(|e| format!("start the client port: {e}"))?;
         Ok(KvServer {
             node,
             client,
@@ -220,101 +217,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     Err(format!("the node stopped: {why}"))
 }
 
-fn accept_clients(
-    clients: &TcpListener,
-    node: &Arc<Node>,
-    kv: &Kv,
-    stop: &AtomicBool,
-    max_clients: usize,
-    max_line: usize,
-) {
-    let active = Arc::new(AtomicUsize::new(0));
-    while !stop.load(Ordering::SeqCst) {
-        let stream = match clients.accept() {
-            Ok((s, _)) => s,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(5));
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "accepting a client failed; retrying");
-                std::thread::sleep(Duration::from_millis(100));
-                continue;
-            }
-        };
-        if stream.set_nonblocking(false).is_err() {
-            continue;
-        }
-        if active.load(Ordering::SeqCst) >= max_clients {
-            let _ = (&stream).write_all(b"ERR too many connections\n");
-            continue;
-        }
-        active.fetch_add(1, Ordering::SeqCst);
-        let (node, kv, active) = (node.clone(), kv.clone(), active.clone());
-        let spawned = std::thread::Builder::new()
-            .name("kv-client".into())
-            .spawn(move || {
-                if let Err(e) = serve_client(stream, &node, &kv, max_line) {
-                    tracing::debug!(error = %e, "client connection ended");
-                }
-                active.fetch_sub(1, Ordering::SeqCst);
-            });
-        if spawned.is_err() {
-            tracing::warn!("no thread for a client connection");
-        }
-    }
-}
-
-/// A request in flight on a connection, answered in order.
-enum Pending {
-    Write(Proposal),
-    Read(String),
-    Reply(String),
-}
-
-/// One client connection, on one thread: it reads a request, and every further one already
-/// received (proposing writes as it goes, so pipelined writes share Raft rounds), then answers
-/// them in order with one write. (A thread per connection rather than two: each hand-off
-/// between threads costs a wake-up.)
-fn serve_client(stream: TcpStream, node: &Node, kv: &Kv, max_line: usize) -> std::io::Result<()> {
-    stream.set_nodelay(true)?;
-    // A connection silent this long is closed: idle clients do not hold threads forever.
-    stream.set_read_timeout(Some(CLIENT_IDLE))?;
-    let mut out = BufWriter::new(stream.try_clone()?);
-    let mut r = BufReader::new(stream);
-    let mut batch: Vec<Pending> = Vec::new();
-    loop {
-        // One request (waiting for it), then those already buffered.
-        loop {
-            let p = match protocol::read_line(&mut r, max_line)? {
-                Line::Eof => return answer_all(&mut out, batch, node, kv),
-                Line::TooLong => {
-                    Pending::Reply(format!("ERR line too long (at most {max_line} bytes)"))
-                }
-                Line::Text(l) => match protocol::parse(&l) {
-                    Request::Get(k) => Pending::Read(k),
-                    Request::Set(k, v) => propose(node, store::set(&k, &v)),
-                    Request::Del(k) => propose(node, store::del(&k)),
-                    Request::Bad(msg) => Pending::Reply(msg),
-                },
-            };
-            batch.push(p);
-            if batch.len() >= 256 || !r.buffer().contains(&b'\n') {
-                break;
-            }
-        }
-        answer_all(&mut out, std::mem::take(&mut batch), node, kv)?;
-    }
-}
-
-fn propose(node: &Node, command: Vec<u8>) -> Pending {
-    match node.propose(command) {
-        Ok(p) => Pending::Write(p),
-        Err(e) => Pending::Reply(write_error(&e)),
-    }
-}
-
-fn write_error(e: &NodeError) -> String {
+pub(crate) fn write_error(e: &NodeError) -> String {
     match e {
         NodeError::NotLeader { leader_hint } => format!("NOTLEADER {}", leader_hint.unwrap_or(0)),
         NodeError::TooLarge { max, .. } => format!("ERR value too large (at most {max} bytes)"),
@@ -322,31 +225,9 @@ fn write_error(e: &NodeError) -> String {
     }
 }
 
-/// Answers a batch in order, in one write.
-fn answer_all(
-    out: &mut BufWriter<TcpStream>,
-    batch: Vec<Pending>,
-    node: &Node,
-    kv: &Kv,
-) -> std::io::Result<()> {
-    for p in batch {
-        let reply = match p {
-            Pending::Reply(r) => r,
-            Pending::Write(p) => match p.wait(REQUEST_TIMEOUT) {
-                Ok(a) => format!("OK {}", a.index),
-                Err(e) => write_error(&e),
-            },
-            Pending::Read(k) => read(node, kv, &k),
-        };
-        out.write_all(reply.as_bytes())?;
-        out.write_all(b"\n")?;
-    }
-    out.flush()
-}
-
 /// A linearizable read of `key`, retried within the request timeout while there is no leader
 /// (or leadership moves); its errors say what they mean for a read.
-fn read(node: &Node, kv: &Kv, key: &str) -> String {
+pub(crate) fn read(node: &Node, kv: &Kv, key: &str) -> String {
     let deadline = Instant::now() + REQUEST_TIMEOUT;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());

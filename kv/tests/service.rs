@@ -32,6 +32,8 @@ struct Server {
     child: Child,
     raft: SocketAddr,
     client: SocketAddr,
+    /// What the server wrote to stderr (read as it comes: a full pipe would block it).
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Server {
@@ -43,16 +45,30 @@ impl Server {
             kv_binary().display(),
             dir.display()
         );
-        let child = Command::new("sh")
+        let mut child = Command::new("sh")
             .args(["-c", &cmd])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (mut pipe, sink) = (child.stderr.take().unwrap(), stderr.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
         let s = Server {
             child,
             raft,
             client,
+            stderr,
         };
         s.wait_ready();
         s
@@ -180,13 +196,8 @@ fn a_node_whose_storage_fails_exits_with_the_reason() {
         let _ = s.request(&format!("SET k {value}"));
     };
     assert_eq!(status.code(), Some(1), "{status:?}");
-    let mut err = String::new();
-    s.child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let err = s.stderr.lock().unwrap().clone();
     assert!(err.contains("stopped"), "{err}");
     assert!(err.to_lowercase().contains("error"), "{err}");
 }

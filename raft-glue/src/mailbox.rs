@@ -19,17 +19,35 @@ use crate::types::{Applied, ReadPoint};
 ///
 /// [`Node::propose`]: crate::Node::propose
 pub(crate) struct Reply {
-    tx: SyncSender<Result<Applied>>,
+    to: Option<ReplyTo>,
     inflight: Arc<AtomicUsize>,
     counted: bool,
+}
+
+/// Who hears the outcome.
+enum ReplyTo {
+    Channel(SyncSender<Result<Applied>>),
+    Callback(Box<dyn FnOnce(Result<Applied>) + Send>),
 }
 
 impl Reply {
     /// A reply slot counted in `inflight` (incremented now).
     pub(crate) fn new(tx: SyncSender<Result<Applied>>, inflight: Arc<AtomicUsize>) -> Self {
+        Self::to(ReplyTo::Channel(tx), inflight)
+    }
+
+    /// A reply slot that calls `done` with the outcome.
+    pub(crate) fn callback(
+        done: Box<dyn FnOnce(Result<Applied>) + Send>,
+        inflight: Arc<AtomicUsize>,
+    ) -> Self {
+        Self::to(ReplyTo::Callback(done), inflight)
+    }
+
+    fn to(to: ReplyTo, inflight: Arc<AtomicUsize>) -> Self {
         inflight.fetch_add(1, Ordering::SeqCst);
         Reply {
-            tx,
+            to: Some(to),
             inflight,
             counted: true,
         }
@@ -39,7 +57,13 @@ impl Reply {
     /// proposer that proposes again once answered always finds its slot free.
     pub(crate) fn send(mut self, r: Result<Applied>) {
         self.uncount();
-        let _ = self.tx.send(r);
+        match self.to.take() {
+            Some(ReplyTo::Channel(tx)) => {
+                let _ = tx.send(r);
+            }
+            Some(ReplyTo::Callback(done)) => done(r),
+            None => {}
+        }
     }
 
     fn uncount(&mut self) {

@@ -163,15 +163,7 @@ impl Node {
     /// [`Error::Shutdown`] if the node has stopped; every other outcome comes through the
     /// proposal.
     pub fn propose(&self, command: Vec<u8>) -> Result<Proposal> {
-        if command.len() > self.max_command_size {
-            return Err(Error::TooLarge {
-                size: command.len(),
-                max: self.max_command_size,
-            });
-        }
-        if self.inflight.load(Ordering::SeqCst) >= self.max_pending {
-            return Err(Error::Busy);
-        }
+        self.admit(&command)?;
         let (tx, rx) = mpsc::sync_channel(1);
         let reply = Reply::new(tx, self.inflight.clone());
         self.tx
@@ -181,6 +173,42 @@ impl Node {
             })
             .map_err(|_| Error::Shutdown)?;
         Ok(Proposal(rx))
+    }
+
+    /// As [`Node::propose`], with the outcome handed to `done` instead of a [`Proposal`]:
+    /// `done` is called once, on the node's thread, when the outcome is known (so it must be
+    /// quick: pass the outcome on to another thread). For event-driven callers that wait for
+    /// many commands at once.
+    ///
+    /// # Errors
+    /// As [`Node::propose`]; `done` is not called then.
+    pub fn propose_with(
+        &self,
+        command: Vec<u8>,
+        done: impl FnOnce(Result<Applied>) + Send + 'static,
+    ) -> Result<()> {
+        self.admit(&command)?;
+        let reply = Reply::callback(Box::new(done), self.inflight.clone());
+        self.tx
+            .send(Event::Propose {
+                data: command,
+                reply,
+            })
+            .map_err(|_| Error::Shutdown)
+    }
+
+    /// The checks a command passes before it is queued: its size, the in-flight bound.
+    fn admit(&self, command: &[u8]) -> Result<()> {
+        if command.len() > self.max_command_size {
+            return Err(Error::TooLarge {
+                size: command.len(),
+                max: self.max_command_size,
+            });
+        }
+        if self.inflight.load(Ordering::SeqCst) >= self.max_pending {
+            return Err(Error::Busy);
+        }
+        Ok(())
     }
 
     /// The node's current status.

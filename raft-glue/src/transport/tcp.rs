@@ -577,6 +577,7 @@ impl Drop for TcpServer {
 }
 
 fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
+    let mut warned: Option<Instant> = None;
     while !shared.stop.load(Ordering::SeqCst) {
         match listener.accept() {
             Ok((stream, peer)) => {
@@ -603,7 +604,11 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
                 std::thread::sleep(Duration::from_millis(5));
             }
             Err(e) => {
-                tracing::warn!(error = %e, "accepting a peer connection failed; retrying");
+                // Once a second at most: the error lasts while descriptors are short.
+                if warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    tracing::warn!(error = %e, "accepting a peer connection failed; retrying");
+                    warned = Some(Instant::now());
+                }
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
