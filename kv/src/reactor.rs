@@ -289,6 +289,11 @@ impl Reactor {
                     Err(e) => return Err(e),
                 };
                 lines.extend(c.lines.feed(&buf[..n]));
+                // A short read took everything there was; what arrives later raises a new
+                // event. (Reading on to `WouldBlock` would cost a system call per request.)
+                if n < buf.len() {
+                    break;
+                }
             }
         }
         for line in lines {
