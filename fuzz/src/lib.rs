@@ -1,7 +1,7 @@
 //! Crash-recovery fuzz scenarios, driven by raw input bytes.
 //!
 //! The same functions run under cargo-fuzz (`fuzz_targets/*.rs`) and as plain regression tests
-//! (`tests/fuzz_regressions.rs` in the workspace root includes this file), so every input the
+//! (`raftwal/tests/fuzz_regressions.rs` includes this file), so every input the
 //! fuzzers save replays under `cargo test` without nightly.
 //!
 //! Each scenario panics (with a message) on a broken invariant; returning means all held.

@@ -2,16 +2,19 @@
 
 /// What a client asks.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Request {
+pub enum Request {
+    /// `GET key`.
     Get(String),
+    /// `SET key value`.
     Set(String, String),
+    /// `DEL key`.
     Del(String),
     /// A request that cannot be served, with the reply that says why.
     Bad(String),
 }
 
 /// Parses one line (without its `\n`).
-pub(crate) fn parse(line: &str) -> Request {
+pub fn parse(line: &str) -> Request {
     let line = line.strip_suffix('\r').unwrap_or(line);
     let mut parts = line.splitn(3, ' ');
     match (parts.next(), parts.next(), parts.next()) {

@@ -9,13 +9,13 @@
     missing_docs
 )]
 
-#[path = "../fuzz/src/lib.rs"]
+#[path = "../../fuzz/src/lib.rs"]
 mod scenarios;
 
 use std::path::Path;
 
 fn replay(target: &str, run: fn(&[u8])) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
     let mut n = 0;
     for dir in ["seeds", "regressions"] {
         let d = root.join(dir).join(target);

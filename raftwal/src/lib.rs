@@ -1,6 +1,7 @@
 //! # raftwal
 //!
-//! A durable storage backend for Raft: the facade over the three crates.
+//! A durable storage backend for Raft: the facade over the three crates, and nothing else (the
+//! command line and its benchmark are `raftwal-cli`, not a dependency of this crate).
 //!
 //! - [`wal`]: the segmented, checksummed write-ahead log ([`wal::Wal`], `LogStore`, `StableStore`).
 //! - [`snapshot`]: the file snapshot store.
@@ -13,9 +14,6 @@
 //! wal.store_logs(&[LogEntry::new(1, 1, b"hello".to_vec())]).unwrap();
 //! assert_eq!(wal.last_index().unwrap(), 1);
 //! ```
-
-pub mod bench;
-pub mod tools;
 
 pub use raftwal_glue as glue;
 pub use raftwal_snapshot as snapshot;

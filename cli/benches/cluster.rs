@@ -10,8 +10,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use raftwal::bench::{closed_loop, cluster};
-use raftwal::wal::{LogEntry, Wal, WalOptions, WriteBatch};
+use raftwal_cli::bench::{closed_loop, cluster};
+use raftwal_wal::{LogEntry, Wal, WalOptions, WriteBatch};
 
 const SIZE: usize = 256;
 

@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use raftwal::bench::closed_loop;
-use raftwal::bench::raw::{files_in, read_files, RawFile};
-use raftwal::wal::{LogEntry, LogStore, SyncMode, Wal, WalOptions, WriteBatch};
+use raftwal_cli::bench::closed_loop;
+use raftwal_cli::bench::raw::{files_in, read_files, RawFile};
+use raftwal_wal::{LogEntry, LogStore, SyncMode, Wal, WalOptions, WriteBatch};
 
 fn full() -> bool {
     std::env::args().any(|a| a == "--bench")

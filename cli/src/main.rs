@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use raftwal::bench;
-use raftwal::wal::SyncMode;
+use raftwal_cli::bench;
+use raftwal_wal::SyncMode;
 
 #[derive(Parser)]
 #[command(
@@ -225,14 +225,14 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         })(),
         Cmd::Inspect { dir, snapshots } => {
-            raftwal::tools::inspect(&dir, snapshots.as_deref(), &mut out)
+            raftwal_cli::tools::inspect(&dir, snapshots.as_deref(), &mut out)
                 .map(|()| ExitCode::SUCCESS)
         }
         Cmd::Verify {
             dir,
             snapshots,
             all,
-        } => raftwal::tools::verify(&dir, snapshots.as_deref(), all, &mut out).map(|n| {
+        } => raftwal_cli::tools::verify(&dir, snapshots.as_deref(), all, &mut out).map(|n| {
             if n == 0 {
                 ExitCode::SUCCESS
             } else {
@@ -244,7 +244,7 @@ fn main() -> ExitCode {
             from,
             to,
             format,
-        } => raftwal::tools::dump(&dir, from, to, matches!(format, Format::Json), &mut out)
+        } => raftwal_cli::tools::dump(&dir, from, to, matches!(format, Format::Json), &mut out)
             .map(|()| ExitCode::SUCCESS),
     };
     match result {

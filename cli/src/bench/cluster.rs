@@ -165,7 +165,7 @@ where
 /// Runs the cluster workloads: the same closed-loop clients against a cluster with batching
 /// off, one with batching on, one with batching on over mutual TLS, and `raftwal-kv`'s client
 /// port (three in-process servers, batching on, plaintext), all four started up front and
-/// measured in [`ROUNDS`](super::ROUNDS) interleaved rounds (the machine drifts; interleaved,
+/// measured in four interleaved rounds (the machine drifts; interleaved,
 /// the drift falls on all alike). Ratios: batching on against off, TLS against plaintext, the
 /// client port against in-process calls.
 ///

@@ -9,8 +9,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use raftwal::snapshot::{FileSnapshotStore, SnapshotSink, SnapshotStore};
-use raftwal::wal::{LogEntry, LogStore, StableStore, Wal, WalOptions};
+use raftwal_snapshot::{FileSnapshotStore, SnapshotSink, SnapshotStore};
+use raftwal_wal::{LogEntry, LogStore, StableStore, Wal, WalOptions};
 
 fn raftwal(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_raftwal"))
@@ -331,9 +331,9 @@ fn quick_bench_reports_every_figure_as_json() {
 /// `inspect` decodes the Raft glue's stable keys: hard state, configuration, snapshot mark.
 #[test]
 fn inspect_decodes_the_raft_state() {
-    use raftwal::glue::raft::eraftpb::ConfState;
-    use raftwal::glue::RaftStorage;
-    use raftwal::snapshot::MemSnapshotStore;
+    use raftwal_glue::raft::eraftpb::ConfState;
+    use raftwal_glue::RaftStorage;
+    use raftwal_snapshot::MemSnapshotStore;
     let d = tempfile::tempdir().unwrap();
     {
         let wal = Wal::open(d.path(), WalOptions::default().segment_size(1 << 20)).unwrap();

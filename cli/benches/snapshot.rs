@@ -14,8 +14,8 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use raftwal::bench::raw::{evict, read_files};
-use raftwal::snapshot::{FileSnapshotStore, SnapshotSink, SnapshotStore};
+use raftwal_cli::bench::raw::{evict, read_files};
+use raftwal_snapshot::{FileSnapshotStore, SnapshotSink, SnapshotStore};
 
 fn size() -> u64 {
     if std::env::args().any(|a| a == "--bench") {
