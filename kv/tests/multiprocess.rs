@@ -11,8 +11,10 @@
 )]
 
 use std::collections::BTreeMap;
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,13 +22,6 @@ use std::time::{Duration, Instant};
 /// The example server, built by Cargo as the `raftwal-kv` binary of this package.
 fn kv_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_raftwal-kv"))
-}
-
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 struct Proc {
@@ -163,8 +158,8 @@ fn kill_9_the_leader(tls: bool) {
     let mut c = Cluster {
         dir,
         tls,
-        raft: (1..=3).map(|i| (i, free_port())).collect(),
-        clients: (1..=3).map(|i| (i, free_port())).collect(),
+        raft: (1..=3).map(|i| (i, common::port())).collect(),
+        clients: (1..=3).map(|i| (i, common::port())).collect(),
         procs: BTreeMap::new(),
     };
     for id in 1..=3 {
@@ -213,8 +208,8 @@ fn reads_resume_once_a_new_leader_exists() {
     let mut c = Cluster {
         dir: tempfile::tempdir().unwrap(),
         tls: false,
-        raft: (1..=3).map(|i| (i, free_port())).collect(),
-        clients: (1..=3).map(|i| (i, free_port())).collect(),
+        raft: (1..=3).map(|i| (i, common::port())).collect(),
+        clients: (1..=3).map(|i| (i, common::port())).collect(),
         procs: BTreeMap::new(),
     };
     for id in 1..=3 {
@@ -257,6 +252,12 @@ fn reads_resume_once_a_new_leader_exists() {
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let logs: Vec<_> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    // Every answer came from this cluster's own servers: none of them exited (one that could
+    // not bind its ports would have).
+    for id in &survivors {
+        let p = c.procs.get_mut(id).unwrap();
+        assert!(p.child.try_wait().unwrap().is_none(), "node {id} exited");
+    }
     let mut in_flight = 0;
     for log in &logs {
         for (issued, done, reply) in log {

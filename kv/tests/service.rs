@@ -10,21 +10,16 @@
     missing_docs
 )]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn kv_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_raftwal-kv"))
-}
-
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 /// A one-node cluster (plaintext: these tests are about the client port and the process).
@@ -39,7 +34,7 @@ struct Server {
 impl Server {
     /// Starts `raftwal-kv serve` through `sh -c '<limits>; exec …'`.
     fn start(dir: &Path, limits: &str) -> Server {
-        let (raft, client) = (free_port(), free_port());
+        let (raft, client) = (common::port(), common::port());
         let cmd = format!(
             "{limits} exec '{}' serve --plaintext --id 1 --peers 1={raft} --client {client} --dir '{}'",
             kv_binary().display(),
