@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use raftwal_cli::bench;
+use raftwal_cli::tools::{self, Open};
 use raftwal_wal::SyncMode;
 
 #[derive(Parser)]
@@ -30,73 +31,33 @@ enum SyncArg {
 #[derive(Subcommand)]
 enum Cmd {
     /// Measure the engine against the raw disk, in the same run (≈1 minute by default).
-    Bench {
-        /// Directory to run in (a temporary directory is made inside; default: the current one).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        /// ≈15 s preset.
-        #[arg(long, conflicts_with = "full")]
-        quick: bool,
-        /// Longer phases and a 1 GiB log for open time.
-        #[arg(long)]
-        full: bool,
-        /// Payload bytes per entry.
-        #[arg(long, default_value_t = 256)]
-        entry_size: usize,
-        /// Upper bound on operations per phase.
-        #[arg(long, default_value_t = 10_000_000)]
-        entries: u64,
-        /// Concurrent appender counts, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
-        threads: Vec<usize>,
-        /// WAL segment size in bytes.
-        #[arg(long, default_value_t = 64 << 20)]
-        segment_size: u64,
-        /// How the WAL syncs (`none` is unsafe and only for comparison).
-        #[arg(long, value_enum, default_value = "fdatasync")]
-        sync: SyncArg,
-        /// Seconds per phase (overrides the preset).
-        #[arg(long)]
-        phase_secs: Option<f64>,
-        /// Write every figure and the machine description as JSON.
-        #[arg(long)]
-        json: Option<PathBuf>,
-        /// Also run the workloads against another engine, side by side (needs the
-        /// `compare-raft-engine` cargo feature).
-        #[arg(long, value_enum)]
-        compare: Option<CompareWith>,
-        /// Also run a 3-node Raft cluster (on-disk WALs, TCP on loopback) with 1 and 64 clients,
-        /// with fsync batching on and off.
-        #[arg(long)]
-        cluster: bool,
-        /// Draw latency percentiles and throughput per batch size (with the raw disk's limit)
-        /// as SVG.
-        #[arg(long)]
-        plot: Option<PathBuf>,
-        /// No progress bars.
-        #[arg(long)]
-        no_progress: bool,
-    },
-    /// Show segments, ranges, sizes, stable keys and snapshots.
+    Bench(BenchArgs),
+    /// Show segments, ranges, sizes, stable keys and snapshots (read-only).
     Inspect {
         /// The WAL directory.
         dir: PathBuf,
         /// A snapshot directory to list too.
         #[arg(long)]
         snapshots: Option<PathBuf>,
+        /// Read a running node's WAL: no lock, a tail being appended is tolerated.
+        #[arg(long)]
+        live: bool,
     },
-    /// Check every checksum without modifying anything; non-zero exit on any problem.
+    /// Check checksums without modifying anything; non-zero exit on any problem.
     Verify {
         /// The WAL directory.
         dir: PathBuf,
         /// A snapshot directory to verify too.
         #[arg(long)]
         snapshots: Option<PathBuf>,
-        /// Report every problem, not just the first.
+        /// Check every frame (superseded ones included) and report every problem.
         #[arg(long)]
         all: bool,
+        /// Read a running node's WAL: no lock, a tail being appended is tolerated.
+        #[arg(long)]
+        live: bool,
     },
-    /// Print entries.
+    /// Print entries (read-only).
     Dump {
         /// The WAL directory.
         dir: PathBuf,
@@ -109,8 +70,76 @@ enum Cmd {
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
+        /// Read a running node's WAL: no lock, a tail being appended is tolerated.
+        #[arg(long)]
+        live: bool,
+    },
+    /// Drop a damaged tail (what `RecoveryMode::TruncateCorruptTail` would): a dry run that
+    /// prints exactly what would be dropped unless `--apply`; a copy of the dropped bytes is
+    /// kept next to the WAL directory. Refuses a WAL held by a running node. Only the tail an
+    /// open scans is repaired (after a crash: everything since the last clean close); damage
+    /// elsewhere is reported by `verify` and refused by reads, never dropped silently.
+    Repair {
+        /// The WAL directory.
+        dir: PathBuf,
+        /// Drop it (default: a dry run).
+        #[arg(long)]
+        apply: bool,
     },
 }
+
+/// `raftwal bench`'s flags (also the defaults of a bare `raftwal`).
+#[derive(Args)]
+struct BenchArgs {
+    /// Directory to run in (a temporary directory is made inside; default: the current one).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// ≈15 s preset.
+    #[arg(long, conflicts_with = "full")]
+    quick: bool,
+    /// Longer phases and a 1 GiB log for open time.
+    #[arg(long)]
+    full: bool,
+    /// Payload bytes per entry.
+    #[arg(long, default_value_t = 256)]
+    entry_size: usize,
+    /// Upper bound on operations per phase.
+    #[arg(long, default_value_t = 10_000_000)]
+    entries: u64,
+    /// Concurrent appender counts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+    threads: Vec<usize>,
+    /// WAL segment size in bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    segment_size: u64,
+    /// How the WAL syncs (`none` is unsafe and only for comparison).
+    #[arg(long, value_enum, default_value = "fdatasync")]
+    sync: SyncArg,
+    /// Seconds per phase (overrides the preset).
+    #[arg(long)]
+    phase_secs: Option<f64>,
+    /// Write every figure and the machine description as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Also run the workloads against another engine, side by side (needs the
+    /// `compare-raft-engine` cargo feature).
+    #[arg(long, value_enum)]
+    compare: Option<CompareWith>,
+    /// Also run a 3-node Raft cluster (on-disk WALs, TCP on loopback) with 1 and 64 clients,
+    /// with fsync batching on and off.
+    #[arg(long)]
+    cluster: bool,
+    /// Draw latency percentiles and throughput per batch size (with the raw disk's limit)
+    /// as SVG.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+/// The largest entry `bench` writes: far beyond any Raft command, well within memory.
+const MAX_ENTRY_SIZE: usize = 64 << 20;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum CompareWith {
@@ -127,23 +156,15 @@ enum Format {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut out = std::io::stdout().lock();
-    let result = match cli.cmd.unwrap_or(Cmd::Bench {
-        dir: None,
-        quick: false,
-        full: false,
-        entry_size: 256,
-        entries: 10_000_000,
-        threads: vec![1, 2, 4, 8],
-        segment_size: 64 << 20,
-        sync: SyncArg::Fdatasync,
-        phase_secs: None,
-        json: None,
-        compare: None,
-        cluster: false,
-        plot: None,
-        no_progress: false,
-    }) {
-        Cmd::Bench {
+    // A bare `raftwal` runs the benchmark with its defaults (the flags' own).
+    let cmd = cli
+        .cmd
+        .unwrap_or_else(|| match Cli::parse_from(["raftwal", "bench"]).cmd {
+            Some(c) => c,
+            None => unreachable!("`raftwal bench` parses as the bench command"),
+        });
+    let result = match cmd {
+        Cmd::Bench(BenchArgs {
             dir,
             quick,
             full,
@@ -158,7 +179,7 @@ fn main() -> ExitCode {
             cluster,
             plot,
             no_progress,
-        } => (|| -> Result<ExitCode, Box<dyn std::error::Error + Send + Sync>> {
+        }) => (|| -> Result<ExitCode, Box<dyn std::error::Error + Send + Sync>> {
             let dir = match dir {
                 Some(d) => d,
                 None => std::env::current_dir()?,
@@ -169,8 +190,16 @@ fn main() -> ExitCode {
                             `cargo run --release --features compare-raft-engine -- bench --compare raft-engine`"
                     .into());
             }
-            if threads.is_empty() || threads.contains(&0) {
-                return Err("--threads needs positive counts".into());
+            if threads.is_empty() || threads.iter().any(|&t| t == 0 || t > 1024) {
+                return Err("--threads needs counts from 1 to 1024".into());
+            }
+            if entry_size == 0 || entry_size > MAX_ENTRY_SIZE {
+                return Err(
+                    format!("--entry-size must be from 1 to {MAX_ENTRY_SIZE} bytes").into(),
+                );
+            }
+            if !(4096..=1 << 30).contains(&segment_size) {
+                return Err("--segment-size must be from 4096 bytes to 1 GiB".into());
             }
             let (phase, log_bytes, snapshot_bytes) = match (quick, full) {
                 (true, _) => (0.6, 64u64 << 20, 64u64 << 20),
@@ -224,15 +253,18 @@ fn main() -> ExitCode {
             }
             Ok(ExitCode::SUCCESS)
         })(),
-        Cmd::Inspect { dir, snapshots } => {
-            raftwal_cli::tools::inspect(&dir, snapshots.as_deref(), &mut out)
-                .map(|()| ExitCode::SUCCESS)
-        }
+        Cmd::Inspect {
+            dir,
+            snapshots,
+            live,
+        } => tools::inspect(&dir, snapshots.as_deref(), Open { live }, &mut out)
+            .map(|()| ExitCode::SUCCESS),
         Cmd::Verify {
             dir,
             snapshots,
             all,
-        } => raftwal_cli::tools::verify(&dir, snapshots.as_deref(), all, &mut out).map(|n| {
+            live,
+        } => tools::verify(&dir, snapshots.as_deref(), all, Open { live }, &mut out).map(|n| {
             if n == 0 {
                 ExitCode::SUCCESS
             } else {
@@ -244,8 +276,14 @@ fn main() -> ExitCode {
             from,
             to,
             format,
-        } => raftwal_cli::tools::dump(&dir, from, to, matches!(format, Format::Json), &mut out)
-            .map(|()| ExitCode::SUCCESS),
+            live,
+        } => {
+            let json = matches!(format, Format::Json);
+            tools::dump(&dir, from, to, json, Open { live }, &mut out).map(|()| ExitCode::SUCCESS)
+        }
+        Cmd::Repair { dir, apply } => {
+            tools::repair(&dir, apply, &mut out).map(|_| ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

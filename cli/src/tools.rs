@@ -1,16 +1,30 @@
-//! `raftwal inspect`, `verify` and `dump`: offline tools that open the WAL read-only.
+//! `raftwal inspect`, `verify` and `dump`: tools that open the WAL and the snapshot store
+//! read-only (they change nothing, create no file, and refuse a WAL a running node holds,
+//! unless `--live`: then they take no lock and read while the node appends); and
+//! `raftwal repair`, the explicit, operator-run counterpart of
+//! `RecoveryMode::TruncateCorruptTail`.
 
 use std::io::Write;
 use std::path::Path;
 
 use raftwal_snapshot::{FileSnapshotStore, SnapshotStore};
-use raftwal_wal::{LogStore, Wal, WalOptions};
+use raftwal_wal::{LogStore, RecoveryMode, VerifyMode, Wal, WalOptions};
 use serde::Serialize;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-fn open_ro(dir: &Path) -> Result<Wal, Error> {
-    Ok(Wal::open(dir, WalOptions::default().read_only(true))?)
+/// How a tool opens the WAL.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Open {
+    /// Without the lock, tolerating a writer (a running node).
+    pub live: bool,
+}
+
+fn open_ro(dir: &Path, how: Open) -> Result<Wal, Error> {
+    Ok(Wal::open(
+        dir,
+        WalOptions::default().read_only(true).live(how.live),
+    )?)
 }
 
 fn show_bytes(b: &[u8], max: usize) -> String {
@@ -29,8 +43,13 @@ fn show_bytes(b: &[u8], max: usize) -> String {
 ///
 /// # Errors
 /// Opening the WAL or the snapshot store.
-pub fn inspect(dir: &Path, snapshots: Option<&Path>, out: &mut dyn Write) -> Result<(), Error> {
-    let wal = open_ro(dir)?;
+pub fn inspect(
+    dir: &Path,
+    snapshots: Option<&Path>,
+    how: Open,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    let wal = open_ro(dir, how)?;
     writeln!(out, "WAL {}", dir.display())?;
     let (first, last) = (wal.first_index()?, wal.last_index()?);
     writeln!(
@@ -109,7 +128,7 @@ pub fn inspect(dir: &Path, snapshots: Option<&Path>, out: &mut dyn Write) -> Res
         )?;
     }
     if let Some(sd) = snapshots {
-        let store = FileSnapshotStore::open(sd, usize::MAX)?;
+        let store = FileSnapshotStore::open_read_only(sd)?;
         let list = store.list_all()?;
         writeln!(out, "\nsnapshots in {}: {}", sd.display(), list.len())?;
         for m in list {
@@ -126,7 +145,9 @@ pub fn inspect(dir: &Path, snapshots: Option<&Path>, out: &mut dyn Write) -> Res
     Ok(())
 }
 
-/// Verifies every checksum; returns the number of problems found (0: all good).
+/// Verifies the checksums of every live entry and sealed index, and with `all` of every frame
+/// (superseded ones included), reporting every problem; returns the number found (0: all
+/// good).
 ///
 /// # Errors
 /// Only output errors; problems (including a WAL that cannot be opened) are reported and
@@ -135,10 +156,11 @@ pub fn verify(
     dir: &Path,
     snapshots: Option<&Path>,
     all: bool,
+    how: Open,
     out: &mut dyn Write,
 ) -> Result<usize, Error> {
     let mut problems = 0;
-    match open_ro(dir) {
+    match open_ro(dir, how) {
         Err(e) => {
             writeln!(out, "error: {e}")?;
             problems += 1;
@@ -155,7 +177,11 @@ pub fn verify(
                 )?;
                 problems += 1;
             }
-            let (checked, errs) = wal.verify_all(all);
+            let (checked, errs) = wal.check(if all {
+                VerifyMode::Every
+            } else {
+                VerifyMode::Live
+            });
             for e in &errs {
                 writeln!(out, "error: {e}")?;
             }
@@ -169,7 +195,7 @@ pub fn verify(
     }
     if let Some(sd) = snapshots {
         if all || problems == 0 {
-            let store = FileSnapshotStore::open(sd, usize::MAX)?;
+            let store = FileSnapshotStore::open_read_only(sd)?;
             for m in store.list_all()? {
                 let res = m.map_err(Error::from).and_then(|m| {
                     let (_, mut r) = store.open(&m.id)?;
@@ -217,16 +243,28 @@ pub fn dump(
     from: Option<u64>,
     to: Option<u64>,
     json: bool,
+    how: Open,
     out: &mut dyn Write,
 ) -> Result<(), Error> {
-    let wal = open_ro(dir)?;
+    let wal = open_ro(dir, how)?;
     let (first, last) = (wal.first_index()?, wal.last_index()?);
     if last == 0 {
+        if from.is_some() || to.is_some() {
+            return Err("the log is empty: no entries in that range".into());
+        }
         writeln!(out, "(empty log)")?;
         return Ok(());
     }
-    let lo = from.unwrap_or(first).max(first);
-    let hi = to.unwrap_or(last).min(last);
+    let (lo, hi) = (from.unwrap_or(first), to.unwrap_or(last));
+    if lo > hi {
+        return Err(format!("an empty range: --from {lo} is after --to {hi}").into());
+    }
+    if lo < first || hi > last {
+        return Err(format!(
+            "entries [{lo}, {hi}] are not all in the log, which holds [{first}, {last}]"
+        )
+        .into());
+    }
     for i in lo..=hi {
         let e = wal.get_log(i)?;
         let d = DumpEntry {
@@ -248,4 +286,84 @@ pub fn dump(
         }
     }
     Ok(())
+}
+
+/// `raftwal repair`: what a lenient open (`RecoveryMode::TruncateCorruptTail`) would drop from
+/// the tail, printed exactly; with `apply`, a copy of those bytes is kept in
+/// `<dir>.repair-<unix seconds>/` and they are dropped. A WAL held by a running node is
+/// refused. Returns the number of damaged ranges found.
+///
+/// # Errors
+/// Opening the WAL (`Locked` while a node holds it), copying the damaged bytes, output.
+#[allow(clippy::disallowed_methods)] // the copy of dropped bytes is an operator's file, not WAL I/O
+pub fn repair(dir: &Path, apply: bool, out: &mut dyn Write) -> Result<usize, Error> {
+    let lenient = || WalOptions::default().recovery(RecoveryMode::TruncateCorruptTail);
+    let report = Wal::open(dir, lenient().read_only(true))?
+        .recovery_report()
+        .clone();
+    if report.dropped.is_empty() {
+        writeln!(out, "nothing to repair: every batch in the tail is whole")?;
+        return Ok(0);
+    }
+    for d in &report.dropped {
+        writeln!(
+            out,
+            "{}: drop from offset {} (the first bad frame at {}: {}){}{}",
+            d.path.display(),
+            d.offset,
+            d.bad_offset,
+            d.reason,
+            d.indexes
+                .map(|(a, b)| format!(", entries {a}..={b}"))
+                .unwrap_or_default(),
+            if d.was_durable {
+                ", ACKNOWLEDGED data (it had been made durable)"
+            } else {
+                ", an unacknowledged torn write"
+            }
+        )?;
+    }
+    if !apply {
+        writeln!(
+            out,
+            "dry run: nothing changed. `raftwal repair --apply` drops these, keeping a copy of \
+             the bytes next to the WAL directory"
+        )?;
+        return Ok(report.dropped.len());
+    }
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let keep = dir.with_file_name(format!(
+        "{}.repair-{stamp}",
+        dir.file_name()
+            .map_or_else(|| "wal".into(), |n| n.to_string_lossy().into_owned())
+    ));
+    std::fs::create_dir_all(&keep)?;
+    for d in &report.dropped {
+        let bytes = std::fs::read(&d.path)?;
+        let from = usize::try_from(d.offset)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
+        let end = bytes
+            .iter()
+            .rposition(|&b| b != 0)
+            .map_or(from, |i| i + 1)
+            .max(from);
+        let name = d
+            .path
+            .file_name()
+            .map_or_else(|| "segment".into(), |n| n.to_string_lossy().into_owned());
+        let copy = keep.join(format!("{name}.from-{}", d.offset));
+        std::fs::write(&copy, &bytes[from..end])?;
+        writeln!(out, "kept {} bytes in {}", end - from, copy.display())?;
+    }
+    let wal = Wal::open(dir, lenient())?;
+    writeln!(
+        out,
+        "repaired: the log now holds [{}, {}]",
+        wal.first_index()?,
+        wal.last_index()?
+    )?;
+    Ok(report.dropped.len())
 }

@@ -86,7 +86,7 @@ fn exercise(wal: &Wal) {
         }
         let _ = wal.get_logs(first, first + span, 1 << 16);
     }
-    let _ = wal.verify_all(true);
+    let _ = wal.check(raftwal_wal::VerifyMode::Every);
     let _ = wal.stable_entries();
     let _ = wal.segments();
 }

@@ -30,6 +30,13 @@ pub enum Error {
     /// directory.
     #[error("invalid: {0}")]
     Invalid(String),
+    /// A store opened read-only ([`crate::FileSnapshotStore::open_read_only`]) was asked to
+    /// write.
+    #[error("the snapshot store {dir} is open read-only")]
+    ReadOnly {
+        /// The store's directory.
+        dir: PathBuf,
+    },
     /// An I/O error, with the operation and path.
     #[error("{op} {path}: {source}")]
     Io {

@@ -46,6 +46,8 @@ pub struct FileSnapshotStore {
     vfs: Arc<dyn Vfs>,
     /// Never reaped ([`SnapshotStore::protect`]).
     protected: Arc<Mutex<Option<(u64, u64)>>>,
+    /// Opened by [`FileSnapshotStore::open_read_only`]: nothing is written or removed.
+    read_only: bool,
 }
 
 impl FileSnapshotStore {
@@ -95,6 +97,7 @@ impl FileSnapshotStore {
             retain,
             vfs,
             protected: Arc::default(),
+            read_only: false,
         };
         let mut removed = false;
         for name in store.names()? {
@@ -108,6 +111,30 @@ impl FileSnapshotStore {
             store.sync_parent()?;
         }
         Ok(store)
+    }
+
+    /// Opens an existing store without changing anything in it: no directory is created, no
+    /// temporary left by a crash is removed, and [`SnapshotStore::create`] fails with
+    /// [`Error::ReadOnly`]. For tools.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] if `dir` is not a directory; I/O errors.
+    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        let vfs: Arc<dyn Vfs> = Arc::new(StdVfs);
+        if vfs.kind(&dir).map_err(|e| Error::io("stat", &dir, e))? != Some(FileKind::Dir) {
+            return Err(Error::Invalid(format!(
+                "{} is not a snapshot directory",
+                dir.display()
+            )));
+        }
+        Ok(FileSnapshotStore {
+            dir,
+            retain: usize::MAX,
+            vfs,
+            protected: Arc::default(),
+            read_only: true,
+        })
     }
 
     /// The directory.
@@ -237,6 +264,11 @@ impl SnapshotStore for FileSnapshotStore {
         configuration: &[u8],
         configuration_index: u64,
     ) -> Result<FileSink> {
+        if self.read_only {
+            return Err(Error::ReadOnly {
+                dir: self.dir.clone(),
+            });
+        }
         let created = now_nanos();
         let id = new_id(term, index, created);
         let tmp = self.dir.join(format!("{id}{TMP}"));

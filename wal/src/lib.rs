@@ -61,4 +61,4 @@ pub use mem::MemStore;
 pub use options::{RecoveryMode, SyncMode, WalOptions};
 pub use recovery::{DroppedRange, RecoveryReport};
 pub use store::{BatchStore, LogStore, StableStore};
-pub use wal::{SegmentInfo, Wal, WalStats};
+pub use wal::{SegmentInfo, VerifyMode, Wal, WalStats};

@@ -70,7 +70,7 @@ pub struct RecoveryReport {
 
 /// Everything `Wal::open` needs to start.
 pub(crate) struct Recovered {
-    pub lock: Box<dyn Send + Sync>,
+    pub lock: Option<Box<dyn Send + Sync>>,
     pub manifest: Manifest,
     pub state: LogState,
     pub tail_file: Arc<dyn VfsFile>,
@@ -357,12 +357,7 @@ fn entries_after(data: &[u8], epoch: u64, from: u64) -> Option<(u64, u64)> {
 
 pub(crate) fn recover(dir: &Path, opts: &WalOptions) -> Result<Recovered> {
     let vfs = opts.vfs.as_ref();
-    if opts.segment_size < 4096 {
-        return Err(Error::Invalid(format!(
-            "segment_size {} is below the minimum of 4096",
-            opts.segment_size
-        )));
-    }
+    opts.validate()?;
     match vfs.kind(dir).map_err(|e| Error::io("stat", dir, e))? {
         Some(FileKind::File) => {
             return Err(Error::NotAWal {
@@ -416,8 +411,10 @@ pub(crate) fn recover(dir: &Path, opts: &WalOptions) -> Result<Recovered> {
             });
         }
     }
+    // A read-only open creates nothing: it takes the lock only if its file exists (a running
+    // node's log is then refused); a live one takes no lock at all.
     let lock_path = dir.join(LOCK);
-    let lock = vfs.lock(&lock_path).map_err(|e| {
+    let locked = |e: std::io::Error| {
         if e.kind() == std::io::ErrorKind::WouldBlock {
             Error::Locked {
                 path: lock_path.clone(),
@@ -425,7 +422,20 @@ pub(crate) fn recover(dir: &Path, opts: &WalOptions) -> Result<Recovered> {
         } else {
             Error::io("lock", &lock_path, e)
         }
-    })?;
+    };
+    let lock: Option<Box<dyn Send + Sync>> = if opts.live {
+        None
+    } else if opts.read_only {
+        match vfs
+            .kind(&lock_path)
+            .map_err(|e| Error::io("stat", &lock_path, e))?
+        {
+            Some(_) => Some(vfs.lock(&lock_path).map_err(locked)?),
+            None => None,
+        }
+    } else {
+        Some(vfs.lock(&lock_path).map_err(locked)?)
+    };
     let mut report = RecoveryReport::default();
     let manifest = match Manifest::read(vfs, dir)? {
         Some(m) => m,

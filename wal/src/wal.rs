@@ -18,6 +18,16 @@ use crate::{
     Error, LogEntry, LogStore, Result, StableStore, SyncMode, Ticket, WalOptions, WriteBatch,
 };
 
+/// How much [`Wal::check`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyMode {
+    /// Every sealed segment's index and every live entry; stop at the first problem.
+    Live,
+    /// Also every frame of every sealed segment (superseded entries, stable-key frames, commit
+    /// records); report every problem.
+    Every,
+}
+
 /// What readers see: the log's bounds, where every live entry is, and the stable keys.
 /// Changed only by the writer, under a short write lock, after its bytes are in the file.
 pub(crate) struct LogState {
@@ -198,7 +208,7 @@ pub struct Wal {
     durable_seg: AtomicU64,
     durable_offset: AtomicU64,
     report: RecoveryReport,
-    _lock: Box<dyn Send + Sync>,
+    _lock: Option<Box<dyn Send + Sync>>,
 }
 
 impl std::fmt::Debug for Wal {
@@ -872,24 +882,40 @@ impl Wal {
         out
     }
 
-    /// Checks every sealed segment's index checksum and reads every live entry (verifying its
-    /// checksum) without modifying anything. With `all`, collects every problem; otherwise stops
-    /// at the first. Returns the number of entries checked and the problems found.
-    pub fn verify_all(&self, all: bool) -> (u64, Vec<Error>) {
+    /// Checks the log without modifying anything: every sealed segment's index, every live
+    /// entry's checksum and, with [`VerifyMode::Every`], every frame of every sealed segment
+    /// (superseded entries, stable-key frames and commit records included). [`VerifyMode::Live`]
+    /// stops at the first problem; [`VerifyMode::Every`] collects them all. Returns the number
+    /// of live entries checked and the problems found.
+    pub fn check(&self, mode: VerifyMode) -> (u64, Vec<Error>) {
+        let every = mode == VerifyMode::Every;
         let mut problems = Vec::new();
         let (sealed, bounds) = {
             let st = self.read_state();
             (st.sealed.clone(), st.bounds)
         };
         for s in &sealed {
-            if let Err(kind) = s.seg.check_index() {
-                problems.push(Error::Corrupt {
-                    path: self.dir.join(index_name(s.seg.seq)),
-                    offset: 0,
-                    indexes: Some((s.lo, s.hi.saturating_sub(1))),
-                    kind,
-                });
-                if !all {
+            let seg = &s.seg;
+            let mut found = seg.check_index().err().map(|kind| Error::Corrupt {
+                path: self.dir.join(index_name(seg.seq)),
+                offset: 0,
+                indexes: Some((s.lo, s.hi.saturating_sub(1))),
+                kind,
+            });
+            if every && found.is_none() {
+                found = seg
+                    .check_frames()
+                    .err()
+                    .map(|(offset, kind)| Error::Corrupt {
+                        path: seg.path.clone(),
+                        offset,
+                        indexes: Some((s.lo, s.hi.saturating_sub(1))),
+                        kind,
+                    });
+            }
+            if let Some(e) = found {
+                problems.push(e);
+                if !every {
                     return (0, problems);
                 }
             }
@@ -902,7 +928,7 @@ impl Wal {
                     Ok(_) => checked += 1,
                     Err(e) => {
                         problems.push(e);
-                        if !all {
+                        if !every {
                             break;
                         }
                     }
@@ -917,19 +943,14 @@ impl Wal {
         lock(&self.writer).base.clone()
     }
 
-    /// Reads every live entry and checks its checksum, returning the number checked.
+    /// Reads every live entry and checks its checksum ([`Wal::check`] with
+    /// [`VerifyMode::Live`]), returning the number checked.
     ///
     /// # Errors
     /// The first [`Error::Corrupt`] found.
     pub fn verify(&self) -> Result<u64> {
-        let (first, last) = self.read_state().bounds.reported();
-        if last == 0 {
-            return Ok(0);
-        }
-        for i in first..=last {
-            self.get_log(i)?;
-        }
-        Ok(last - first + 1)
+        let (n, problems) = self.check(VerifyMode::Live);
+        problems.into_iter().next().map_or(Ok(n), Err)
     }
 }
 

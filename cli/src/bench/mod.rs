@@ -588,8 +588,7 @@ pub fn run(cfg: &Config) -> Result<Report, Error> {
     ] {
         r.phase(name);
         let dir = root.join("big");
-        let mut o = opts(cfg).zero_fill(zero_fill);
-        o.cached_segments = cached;
+        let o = opts(cfg).zero_fill(zero_fill).cached_segments(cached);
         let wal = Wal::open(&dir, o)?;
         // One payload, built once: the raw reference writes a ready buffer too, and building
         // 1 MiB per call would time the caller's allocation, not the log.

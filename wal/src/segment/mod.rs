@@ -263,6 +263,11 @@ impl Sealed {
     }
 
     /// Checks the index's body checksum (a no-op for offsets rebuilt in memory).
+    /// Verifies every frame up to `data_end` (a sealed segment was wholly durable).
+    pub fn check_frames(&self) -> Result<(), (u64, CorruptKind)> {
+        rebuild_index((*self.data).as_ref(), self.epoch, self.data_end).map(drop)
+    }
+
     pub fn check_index(&self) -> Result<(), CorruptKind> {
         match &self.offsets {
             Offsets::Mapped(m) => verify_body((**m).as_ref(), self.count),
