@@ -50,6 +50,7 @@ mod mem;
 mod options;
 mod recovery;
 mod segment;
+mod state;
 mod store;
 pub mod vfs;
 mod wal;

@@ -90,7 +90,7 @@ impl LogStore for MemStore {
     }
     fn get_logs(&self, lo: u64, hi: u64, max_bytes: u64) -> Result<Vec<LogEntry>> {
         let b = self.lock().bounds;
-        crate::wal::collect_range(b, lo, hi, max_bytes, |i| self.get_log(i))
+        crate::state::collect_range(b, lo, hi, max_bytes, |i| self.get_log(i))
     }
     fn store_logs(&self, entries: &[LogEntry]) -> Result<()> {
         self.write(&WriteBatch::from_entries(entries.to_vec()))

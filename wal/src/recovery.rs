@@ -35,8 +35,8 @@ use crate::segment::{
     decode_header, encode_index, preallocate, reader, rebuild_index, ActiveIndex, IndexHeader,
     Sealed, SealedRef,
 };
+use crate::state::LogState;
 use crate::vfs::{FileKind, Mapped, OpenMode, Vfs, VfsFile};
-use crate::wal::LogState;
 use crate::{Error, RecoveryMode, Result, WalOptions};
 
 /// Bytes that recovery dropped from the tail segment.

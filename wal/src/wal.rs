@@ -1,110 +1,31 @@
-//! The write-ahead log: open, append (pipelined, group-committed), read, truncate.
+//! The write-ahead log: open, append (pipelined), read, truncate. Its parts: `sync` (group
+//! commit), `rotate` (rotation, checkpoint, retiring segments), `verify` (the verifier).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{Duration, Instant};
 
-use crate::batch::{delete_batch, plan, Bounds, Step};
+use crate::batch::{delete_batch, plan, Step};
 use crate::error::CorruptKind;
-use crate::format::{decode_frame, index_name, SEGMENT_HEADER_LEN};
-use crate::manifest::{Manifest, SegmentRecord};
-use crate::recovery::{recover, write_index, RecoveryReport};
-use crate::segment::preallocate::{self, Next, Source};
-use crate::segment::{reader, writer, ActiveIndex, Loc, Sealed, SealedRef};
+use crate::format::{decode_frame, SEGMENT_HEADER_LEN};
+use crate::manifest::Manifest;
+use crate::recovery::{recover, RecoveryReport};
+use crate::segment::preallocate::Next;
+use crate::segment::{reader, writer};
+use crate::state::{collect_range, Location, LogState};
 use crate::vfs::VfsFile;
 use crate::{
     Error, LogEntry, LogStore, Result, StableStore, SyncMode, Ticket, WalOptions, WriteBatch,
 };
 
-/// How much [`Wal::check`] reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VerifyMode {
-    /// Every sealed segment's index and every live entry; stop at the first problem.
-    Live,
-    /// Also every frame of every sealed segment (superseded entries, stable-key frames, commit
-    /// records); report every problem.
-    Every,
-}
+mod rotate;
+mod sync;
+mod verify;
 
-/// What readers see: the log's bounds, where every live entry is, and the stable keys.
-/// Changed only by the writer, under a short write lock, after its bytes are in the file.
-pub(crate) struct LogState {
-    pub bounds: Bounds,
-    pub sealed: Vec<SealedRef>,
-    pub active: ActiveIndex,
-    pub active_file: Arc<dyn VfsFile>,
-    pub active_path: PathBuf,
-    pub active_epoch: u64,
-    pub stable: BTreeMap<Vec<u8>, Vec<u8>>,
-    /// Sealed segments no longer used, to remove at the next manifest rewrite.
-    pub dead: Vec<u64>,
-}
-
-impl LogState {
-    /// Applies a structural step to the bounds and to every segment's range.
-    pub fn apply_step(&mut self, step: Step) {
-        step.apply(&mut self.bounds);
-        self.active.apply(step);
-        match step {
-            Step::TruncateTail(k) => {
-                for s in &mut self.sealed {
-                    s.hi = s.hi.min(k + 1);
-                }
-            }
-            Step::Reset(_) => {
-                for s in &mut self.sealed {
-                    s.hi = s.lo;
-                }
-            }
-            Step::TruncateHead(_) => {}
-        }
-        let first = self.bounds.first;
-        let dead = &mut self.dead;
-        self.sealed.retain(|s| {
-            let live = s.lo < s.hi && s.hi > first;
-            if !live {
-                dead.push(s.seg.seq);
-            }
-            live
-        });
-    }
-
-    fn locate(&self, index: u64) -> Result<Location> {
-        if !self.bounds.contains(index) {
-            return Err(self.bounds.not_found(index));
-        }
-        if let Some(loc) = self.active.get(index) {
-            return Ok(Location::Active {
-                file: self.active_file.clone(),
-                path: self.active_path.clone(),
-                epoch: self.active_epoch,
-                loc,
-            });
-        }
-        let p = self.sealed.partition_point(|s| s.lo <= index);
-        match p.checked_sub(1).map(|i| &self.sealed[i]) {
-            Some(s) if index < s.hi => Ok(Location::Sealed(s.seg.clone())),
-            _ => Err(Error::Corrupt {
-                path: self.active_path.clone(),
-                offset: 0,
-                indexes: Some((index, index)),
-                kind: CorruptKind::Structure("no segment holds an index inside the log's bounds"),
-            }),
-        }
-    }
-}
-
-enum Location {
-    Active {
-        file: Arc<dyn VfsFile>,
-        path: PathBuf,
-        epoch: u64,
-        loc: Loc,
-    },
-    Sealed(Arc<Sealed>),
-}
+use rotate::{prepare_due, start_next};
+use sync::SyncState;
+pub use verify::VerifyMode;
 
 /// The append side, serialised by one mutex.
 struct Writer {
@@ -126,24 +47,6 @@ struct Writer {
 
 /// Zero bytes written after every batch.
 const TERMINATOR: u64 = crate::format::FRAME_HEADER_LEN as u64;
-
-/// The longest a sync leader waits for its group to gather.
-const MAX_GROUP_DELAY: Duration = Duration::from_micros(500);
-
-struct SyncState {
-    durable: u64,
-    syncing: bool,
-    /// Threads inside `wait_durable`.
-    waiters: usize,
-    /// Threads waiting when the last fsync completed: the size of the last group.
-    last_group: usize,
-    /// How long the last fsync took.
-    last_sync: Duration,
-    /// `durable` before the last fsync.
-    durable_before: u64,
-    /// Threads asleep on `synced`: the only ones a finished fsync must wake.
-    sleepers: usize,
-}
 
 /// Counters for monitoring and benchmarks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -224,73 +127,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Starts preparing segment `seq` in the background, from a retired file if one is kept; or
-/// leaves it to be prepared at rotation when background preparation is off (or fails to start).
-fn start_next(opts: &WalOptions, dir: &Path, seq: u64, free: &mut Vec<PathBuf>) -> Next {
-    if opts.read_only || !opts.background_prepare {
-        return Next::None;
-    }
-    let source = next_source(free, opts);
-    preallocate::spawn(
-        opts.vfs.clone(),
-        dir.to_path_buf(),
-        seq,
-        opts.segment_size,
-        source,
-    )
-    .map_or(Next::None, Next::Pending)
-}
-
-/// Whether to start preparing the next segment: at once if a retired file can be recycled (a
-/// rename), otherwise once the active segment is an eighth full. Not at once: a new file is a
-/// whole segment of zeros to write and flush, which would compete with the appends of a
-/// segment just started (a fresh log's first seconds, or right after every rotation); from an
-/// eighth on, seven eighths of a segment's time remain to prepare it, and compaction meanwhile
-/// may retire a file to recycle instead.
-fn prepare_due(offset: u64, capacity: u64, free: &[PathBuf]) -> bool {
-    let used = offset.saturating_sub(SEGMENT_HEADER_LEN);
-    !free.is_empty() || used >= capacity.saturating_sub(SEGMENT_HEADER_LEN) / 8
-}
-
-/// Where the next segment comes from: a retired file if one is kept, else a new one.
-fn next_source(free: &mut Vec<PathBuf>, opts: &WalOptions) -> Source {
-    match free.pop() {
-        Some(p) => Source::Recycle(p),
-        None => Source::New {
-            zero_fill: opts.zero_fill,
-        },
-    }
-}
-
-/// Collects `[lo, hi)` through `get`, stopping after `max_bytes` of payload but returning at
-/// least one entry.
-pub(crate) fn collect_range(
-    bounds: Bounds,
-    lo: u64,
-    hi: u64,
-    max_bytes: u64,
-    mut get: impl FnMut(u64) -> Result<LogEntry>,
-) -> Result<Vec<LogEntry>> {
-    if lo < hi {
-        for i in [lo, hi - 1] {
-            if !bounds.contains(i) {
-                return Err(bounds.not_found(i));
-            }
-        }
-    }
-    let mut out = Vec::new();
-    let mut bytes = 0u64;
-    for i in lo..hi {
-        let e = get(i)?;
-        bytes += e.payload_len();
-        if !out.is_empty() && bytes > max_bytes {
-            break;
-        }
-        out.push(e);
-    }
-    Ok(out)
-}
-
 impl Wal {
     /// Opens (creating if needed) the WAL in `dir`, recovering after a crash.
     ///
@@ -327,15 +163,7 @@ impl Wal {
             dir,
             state: RwLock::new(r.state),
             writer: Mutex::new(writer),
-            sync: Mutex::new(SyncState {
-                durable: 0,
-                syncing: false,
-                waiters: 0,
-                last_group: 0,
-                last_sync: Duration::ZERO,
-                durable_before: 0,
-                sleepers: 0,
-            }),
+            sync: Mutex::new(SyncState::default()),
             synced: Condvar::new(),
             sync_ends: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
@@ -393,14 +221,6 @@ impl Wal {
             return Err(Error::Poisoned);
         }
         Ok(())
-    }
-
-    fn sync_file(&self, file: &dyn VfsFile) -> std::io::Result<()> {
-        match self.opts.sync {
-            SyncMode::Data => file.sync_data(),
-            SyncMode::All => file.sync_all(),
-            SyncMode::None => Ok(()),
-        }
     }
 
     /// Writes a batch: validated, ordered after every earlier write, and readable as soon as
@@ -504,343 +324,6 @@ impl Wal {
         writer::encode_batch(buf, *epoch, *offset, durable_to, steps, batch)
     }
 
-    /// Seals the active segment and switches to the prepared next one. Called with the writer
-    /// lock held; on error the caller poisons the WAL.
-    fn rotate(&self, w: &mut Writer) -> Result<()> {
-        // 1. Everything written so far becomes durable.
-        self.sync_file(w.file.as_ref())
-            .map_err(|e| Error::io("fdatasync", &w.path, e))?;
-        {
-            let mut s = lock(&self.sync);
-            s.durable = s.durable.max(w.written);
-            self.durable_seg.store(w.seq, Ordering::Release);
-            self.durable_offset.store(w.offset, Ordering::Release);
-        }
-        self.synced.notify_all();
-        // 2. The sealed segment's index.
-        let (active, bounds, stable, sealed_refs) = {
-            let st = self.read_state();
-            (
-                st.active.clone(),
-                st.bounds,
-                st.stable.clone(),
-                st.sealed.clone(),
-            )
-        };
-        let offsets: Vec<u64> = active.locs.iter().map(|l| l.offset).collect();
-        let idx_path = self.dir.join(index_name(w.seq));
-        let vfs = self.opts.vfs.as_ref();
-        write_index(
-            vfs,
-            &idx_path,
-            w.seq,
-            w.epoch,
-            active.base,
-            &offsets,
-            w.offset,
-        )?;
-        let data = w.file.map().map_err(|e| Error::io("map", &w.path, e))?;
-        let sealed = Arc::new(Sealed::with_offsets(
-            w.seq,
-            w.epoch,
-            w.path.clone(),
-            data,
-            w.offset,
-            active.base,
-            offsets,
-        ));
-        // 3. The next segment.
-        let next = match w.next.take() {
-            Some(p) => p?,
-            None => {
-                let source = next_source(&mut w.free, &self.opts);
-                preallocate::prepare(
-                    vfs,
-                    &self.dir,
-                    w.base.next_seq,
-                    self.opts.segment_size,
-                    source,
-                )?
-            }
-        };
-        // 4. The manifest names the new tail; its base state is the state now.
-        let new_ref = active.end().map(|end| SealedRef {
-            seg: sealed.clone(),
-            lo: active.base,
-            hi: end,
-        });
-        let mut records: Vec<SegmentRecord> = sealed_refs.iter().map(SealedRef::record).collect();
-        if let Some(r) = &new_ref {
-            records.push(SegmentRecord {
-                seq: w.seq,
-                epoch: w.epoch,
-                lo: r.lo,
-                hi: r.hi,
-                data_end: w.offset,
-            });
-        }
-        let manifest = Manifest {
-            generation: w.base.generation + 1,
-            first: bounds.first,
-            next: bounds.next,
-            next_seq: next.seq + 1,
-            sealed: records,
-            tail_seq: next.seq,
-            tail_epoch: next.epoch,
-            tail_from: 0,
-            stable,
-        };
-        manifest.write(vfs, &self.dir)?;
-        // 5. Readers switch over.
-        let (dead, uncache) = {
-            let mut st = self.write_state();
-            if let Some(r) = new_ref {
-                st.sealed.push(r);
-            } else {
-                st.dead.push(w.seq);
-            }
-            // The sealed segment that falls out of the newest `cached_segments` (synced: its
-            // pages are clean and can be dropped).
-            let uncache = self
-                .opts
-                .cached_segments
-                .and_then(|n| st.sealed.len().checked_sub(n + 1))
-                .map(|i| st.sealed[i].seg.path.clone());
-            st.active = ActiveIndex::default();
-            st.active_file = next.file.clone();
-            st.active_path = next.path.clone();
-            st.active_epoch = next.epoch;
-            (std::mem::take(&mut st.dead), uncache)
-        };
-        if let Some(path) = uncache {
-            if let Err(e) = vfs.drop_cache(&path) {
-                tracing::warn!(file = %path.display(), error = %e, "could not drop a sealed segment's cached pages");
-            }
-        }
-        w.base = manifest;
-        w.file = next.file;
-        w.path = next.path;
-        w.seq = next.seq;
-        w.epoch = next.epoch;
-        w.offset = SEGMENT_HEADER_LEN;
-        w.capacity = next.capacity;
-        self.durable_offset
-            .store(SEGMENT_HEADER_LEN, Ordering::Release);
-        self.durable_seg.store(w.seq, Ordering::Release);
-        self.remove_segments(w, &dead);
-        self.prepare_next_if_due(w);
-        self.stats.rotations.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Retires the files of segments the durable manifest no longer names: each is kept for
-    /// reuse (renamed to `{seq}.free`) while the pool has room, otherwise removed. Failures are
-    /// only logged: a leftover file is dealt with at the next open.
-    fn remove_segments(&self, w: &mut Writer, seqs: &[u64]) {
-        let vfs = self.opts.vfs.as_ref();
-        for &seq in seqs {
-            let idx = self.dir.join(index_name(seq));
-            if let Err(e) = vfs.remove_file(&idx) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(file = %idx.display(), error = %e, "could not remove index file");
-                }
-            }
-            let seg = self.dir.join(crate::format::segment_name(seq));
-            if w.free.len() < self.opts.recycle_segments {
-                let to = self.dir.join(crate::format::free_name(seq));
-                match vfs.rename(&seg, &to) {
-                    Ok(()) => {
-                        w.free.push(to);
-                        continue;
-                    }
-                    Err(e) => {
-                        tracing::warn!(file = %seg.display(), error = %e, "could not retire segment file")
-                    }
-                }
-            }
-            if let Err(e) = vfs.remove_file(&seg) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(file = %seg.display(), error = %e, "could not remove segment file");
-                }
-            }
-        }
-    }
-
-    /// Rewrites the manifest without segments that are no longer used, then removes their
-    /// files. Called with the writer lock held, after the batch that killed them is durable.
-    fn drop_dead_segments(&self, w: &mut Writer) -> Result<()> {
-        let dead = std::mem::take(&mut self.write_state().dead);
-        if dead.is_empty() {
-            return Ok(());
-        }
-        let mut m = w.base.clone();
-        m.generation += 1;
-        m.sealed.retain(|s| !dead.contains(&s.seq));
-        m.write(self.opts.vfs.as_ref(), &self.dir)?;
-        w.base = m;
-        self.remove_segments(w, &dead);
-        // A preparation that has not started yet can recycle a retired file now.
-        self.prepare_next_if_due(w);
-        Ok(())
-    }
-
-    /// Starts preparing the next segment if none is prepared or being prepared and it is due
-    /// ([`prepare_due`]). Called with the writer lock held.
-    fn prepare_next_if_due(&self, w: &mut Writer) {
-        if matches!(w.next, Next::None) && prepare_due(w.offset, w.capacity, &w.free) {
-            w.next = start_next(&self.opts, &self.dir, w.base.next_seq, &mut w.free);
-        }
-    }
-
-    /// Waits until the write with this ticket (and so every earlier one) is durable. One
-    /// `fdatasync` covers every write made before it started; concurrent waiters share it, and
-    /// writes made while it runs are covered by the next one (group commit).
-    ///
-    /// # Errors
-    /// [`Error::Poisoned`] if a sync failed (the failing caller gets the I/O error itself);
-    /// [`Error::Invalid`] for a ticket this WAL never issued.
-    pub fn wait_durable(&self, ticket: Ticket) -> Result<()> {
-        let mut g = lock(&self.sync);
-        if g.durable >= ticket.0 {
-            return Ok(());
-        }
-        g.waiters += 1;
-        let r = self.wait_durable_locked(g, ticket);
-        lock(&self.sync).waiters -= 1;
-        r
-    }
-
-    fn wait_durable_locked<'a>(
-        &'a self,
-        mut g: MutexGuard<'a, SyncState>,
-        ticket: Ticket,
-    ) -> Result<()> {
-        // The fsync (by its `sync_ends` count) this thread last spun on.
-        let mut spun_for = None;
-        loop {
-            if g.durable >= ticket.0 {
-                return Ok(());
-            }
-            if self.poisoned.load(Ordering::SeqCst) {
-                return Err(Error::Poisoned);
-            }
-            if g.syncing {
-                let ends = self.sync_ends.load(Ordering::Acquire);
-                if spun_for != Some(ends) {
-                    if let Some(budget) = self.spin_budget(g.last_sync) {
-                        // At most one spin per fsync in flight: if it outlasts the budget, sleep.
-                        spun_for = Some(ends);
-                        drop(g);
-                        let ended = self.spin_until_sync_ends(ends, budget);
-                        g = lock(&self.sync);
-                        if ended {
-                            self.stats.spun_waits.fetch_add(1, Ordering::Relaxed);
-                        }
-                        continue;
-                    }
-                }
-                self.stats.slept_waits.fetch_add(1, Ordering::Relaxed);
-                g.sleepers += 1;
-                g = self.synced.wait(g).unwrap_or_else(|e| e.into_inner());
-                g.sleepers -= 1;
-                continue;
-            }
-            g.syncing = true;
-            // Group commit: the writers the last fsync served are most likely about to write
-            // again; give them a moment (at most one fsync's time) to join this one. The leader
-            // yields rather than sleeps meanwhile: the writers it waits for get the CPU, and it
-            // notices them at once instead of through a wake-up per arrival (measured on 2
-            // vCPUs: a third of the gathering time, 4 appenders ~15% faster).
-            let (expect, durable) = (g.last_group as u64, g.durable);
-            let window = g.last_sync.min(MAX_GROUP_DELAY);
-            drop(g);
-            let pending = || self.written.load(Ordering::Acquire) - durable;
-            if expect > 1 && pending() < expect {
-                let deadline = Instant::now() + window;
-                while pending() < expect && Instant::now() < deadline {
-                    std::thread::yield_now();
-                }
-            }
-            let (target, file, path, seq, offset) = {
-                let w = lock(&self.writer);
-                if ticket.0 > w.written {
-                    drop(w);
-                    self.end_sync(&mut lock(&self.sync));
-                    return Err(Error::Invalid(format!(
-                        "ticket {} was never issued (last write is {})",
-                        ticket.0,
-                        self.stats().writes
-                    )));
-                }
-                (w.written, w.file.clone(), w.path.clone(), w.seq, w.offset)
-            };
-            let started = Instant::now();
-            let r = self.sync_file(file.as_ref());
-            if r.is_ok() {
-                // Under the writer lock (taken before the sync lock, the one order used), so a
-                // rotation cannot slip between the check and the update.
-                let w = lock(&self.writer);
-                if w.seq == seq {
-                    self.durable_offset.fetch_max(offset, Ordering::AcqRel);
-                }
-            }
-            g = lock(&self.sync);
-            match r {
-                Ok(()) => {
-                    g.durable_before = g.durable;
-                    g.durable = g.durable.max(target);
-                    g.last_sync = started.elapsed();
-                    // The next group: as many writes as this fsync covered, but no more than
-                    // there are threads waiting (a pipelined writer waits alone).
-                    let covered = target.saturating_sub(g.durable_before);
-                    g.last_group = g.waiters.min(covered as usize);
-                    self.stats.syncs.fetch_add(1, Ordering::Relaxed);
-                    self.end_sync(&mut g);
-                }
-                Err(e) => {
-                    // Poisoned before the fsync ends, so no waiter can lead a retry: after a
-                    // failed fsync the page cache may no longer hold what it failed to write.
-                    self.poisoned.store(true, Ordering::SeqCst);
-                    self.end_sync(&mut g);
-                    return Err(Error::io("fdatasync", path, e));
-                }
-            }
-        }
-    }
-
-    /// Ends the fsync in flight (its outcome already recorded): wakes the threads waiting for
-    /// it, the spinning ones through `sync_ends`, the sleeping ones (if any) through `synced`.
-    fn end_sync(&self, g: &mut SyncState) {
-        g.syncing = false;
-        self.sync_ends.fetch_add(1, Ordering::Release);
-        if g.sleepers > 0 {
-            self.synced.notify_all();
-        }
-    }
-
-    /// How long a thread may spin for the fsync in flight, given the last one's duration; `None`
-    /// to sleep at once (spinning off, no fsync timed yet, or fsyncs too slow for a wake-up's
-    /// cost to matter).
-    fn spin_budget(&self, last_sync: Duration) -> Option<Duration> {
-        let limit = self.opts.spin_wait;
-        (!last_sync.is_zero() && last_sync <= limit).then(|| (last_sync * 2).min(limit))
-    }
-
-    /// Spins, yielding the CPU each turn, until the fsync in flight ends (`sync_ends` moves
-    /// past `ends`) or `budget` is spent; returns whether it ended.
-    fn spin_until_sync_ends(&self, ends: u64, budget: Duration) -> bool {
-        let start = Instant::now();
-        loop {
-            if self.sync_ends.load(Ordering::Acquire) != ends {
-                return true;
-            }
-            if start.elapsed() >= budget {
-                return false;
-            }
-            std::thread::yield_now();
-        }
-    }
-
     /// `write` then `wait_durable`.
     fn write_durable(&self, batch: WriteBatch) -> Result<()> {
         let t = self.write(batch)?;
@@ -882,115 +365,9 @@ impl Wal {
         out
     }
 
-    /// Checks the log without modifying anything: every sealed segment's index, every live
-    /// entry's checksum and, with [`VerifyMode::Every`], every frame of every sealed segment
-    /// (superseded entries, stable-key frames and commit records included). [`VerifyMode::Live`]
-    /// stops at the first problem; [`VerifyMode::Every`] collects them all. Returns the number
-    /// of live entries checked and the problems found.
-    pub fn check(&self, mode: VerifyMode) -> (u64, Vec<Error>) {
-        let every = mode == VerifyMode::Every;
-        let mut problems = Vec::new();
-        let (sealed, bounds) = {
-            let st = self.read_state();
-            (st.sealed.clone(), st.bounds)
-        };
-        for s in &sealed {
-            let seg = &s.seg;
-            let mut found = seg.check_index().err().map(|kind| Error::Corrupt {
-                path: self.dir.join(index_name(seg.seq)),
-                offset: 0,
-                indexes: Some((s.lo, s.hi.saturating_sub(1))),
-                kind,
-            });
-            if every && found.is_none() {
-                found = seg
-                    .check_frames()
-                    .err()
-                    .map(|(offset, kind)| Error::Corrupt {
-                        path: seg.path.clone(),
-                        offset,
-                        indexes: Some((s.lo, s.hi.saturating_sub(1))),
-                        kind,
-                    });
-            }
-            if let Some(e) = found {
-                problems.push(e);
-                if !every {
-                    return (0, problems);
-                }
-            }
-        }
-        let (first, last) = bounds.reported();
-        let mut checked = 0;
-        if last > 0 {
-            for i in first..=last {
-                match self.get_log(i) {
-                    Ok(_) => checked += 1,
-                    Err(e) => {
-                        problems.push(e);
-                        if !every {
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-        (checked, problems)
-    }
-
     /// The manifest as it stands on disk (the base state recovery starts from), for tools.
     pub fn manifest(&self) -> Manifest {
         lock(&self.writer).base.clone()
-    }
-
-    /// Reads every live entry and checks its checksum ([`Wal::check`] with
-    /// [`VerifyMode::Live`]), returning the number checked.
-    ///
-    /// # Errors
-    /// The first [`Error::Corrupt`] found.
-    pub fn verify(&self) -> Result<u64> {
-        let (n, problems) = self.check(VerifyMode::Live);
-        problems.into_iter().next().map_or(Ok(n), Err)
-    }
-}
-
-impl Wal {
-    /// Writes a clean-close checkpoint: the tail's index and a manifest whose state is as of
-    /// the tail's current end, so the next open replays nothing. Everything written is synced
-    /// first. Called when the WAL is dropped; errors are only logged (the next open then simply
-    /// replays the tail).
-    fn checkpoint(&self) -> Result<()> {
-        let mut w = lock(&self.writer);
-        self.sync_file(w.file.as_ref())
-            .map_err(|e| Error::io("fdatasync", &w.path, e))?;
-        let st = self.read_state();
-        let offsets: Vec<u64> = st.active.locs.iter().map(|l| l.offset).collect();
-        let vfs = self.opts.vfs.as_ref();
-        let idx_path = self.dir.join(index_name(w.seq));
-        write_index(
-            vfs,
-            &idx_path,
-            w.seq,
-            w.epoch,
-            st.active.base,
-            &offsets,
-            w.offset,
-        )?;
-        let m = Manifest {
-            generation: w.base.generation + 1,
-            first: st.bounds.first,
-            next: st.bounds.next,
-            next_seq: w.base.next_seq,
-            sealed: st.sealed.iter().map(SealedRef::record).collect(),
-            tail_seq: w.seq,
-            tail_epoch: w.epoch,
-            tail_from: w.offset,
-            stable: st.stable.clone(),
-        };
-        drop(st);
-        m.write(vfs, &self.dir)?;
-        w.base = m;
-        Ok(())
     }
 }
 
