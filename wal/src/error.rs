@@ -9,6 +9,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What exactly was wrong with corrupt bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CorruptKind {
     /// A checksum did not match.
     Checksum {
@@ -46,6 +47,11 @@ pub enum CorruptKind {
         /// The offset up to which a later commit record proves the file was durable.
         durable_to: u64,
     },
+    /// A format version this build does not read (a newer or unknown one).
+    Version {
+        /// The version found.
+        found: u32,
+    },
     /// Any other structural problem, described.
     Structure(&'static str),
 }
@@ -69,6 +75,11 @@ impl fmt::Display for CorruptKind {
             CorruptKind::DamagedBeforeDurable { durable_to } => write!(
                 f,
                 "damaged record inside the region a later commit proves durable (up to offset {durable_to})"
+            ),
+            CorruptKind::Version { found } => write!(
+                f,
+                "format version {found} (this build reads {})",
+                crate::format::FORMAT_VERSION
             ),
             CorruptKind::Structure(s) => write!(f, "{s}"),
         }

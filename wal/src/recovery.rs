@@ -93,6 +93,14 @@ fn corrupt(path: &Path, offset: u64, kind: CorruptKind) -> Error {
     }
 }
 
+fn unsupported(path: &Path, found: u32) -> Error {
+    Error::UnsupportedVersion {
+        path: path.to_path_buf(),
+        found,
+        supported: crate::format::FORMAT_VERSION,
+    }
+}
+
 fn is_ours(name: &str) -> bool {
     name == LOCK
         || name == MANIFEST
@@ -110,12 +118,8 @@ fn map_file(vfs: &dyn Vfs, path: &Path, mode: OpenMode) -> Result<(Arc<dyn VfsFi
 }
 
 fn check_header(path: &Path, data: &[u8], seq: u64, epoch: u64) -> Result<()> {
-    let h = SegmentHeader::decode(data).map_err(|(kind, v)| match kind {
-        CorruptKind::Structure("version") => Error::UnsupportedVersion {
-            path: path.to_path_buf(),
-            found: v,
-            supported: crate::format::FORMAT_VERSION,
-        },
+    let h = SegmentHeader::decode(data).map_err(|kind| match kind {
+        CorruptKind::Version { found } => unsupported(path, found),
         k => corrupt(path, 0, k),
     })?;
     if h.seq != seq || h.epoch != epoch {
@@ -169,13 +173,7 @@ fn open_sealed(
                     Some((h, m))
                 }
                 Ok(_) => None,
-                Err(CorruptKind::Structure("version")) => {
-                    return Err(Error::UnsupportedVersion {
-                        path: idx_path,
-                        found: crate::format::get_u32((*m).as_ref(), 8),
-                        supported: crate::format::FORMAT_VERSION,
-                    })
-                }
+                Err(CorruptKind::Version { found }) => return Err(unsupported(&idx_path, found)),
                 Err(_) => None,
             }
         }

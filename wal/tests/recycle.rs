@@ -114,7 +114,7 @@ fn a_torn_write_into_a_recycled_segment_recovers() {
 
 /// Waits (a little) for a background preparation to create segment `seq`.
 fn segment_appears(h: &SimHarness, seq: u64) -> bool {
-    let name = raftwal_wal::format::segment_name(seq);
+    let name = segment_file(seq);
     for _ in 0..500 {
         if h.vfs
             .kind(&Path::new("/db/wal").join(&name))
@@ -183,7 +183,7 @@ fn the_next_segment_is_prepared_once_an_eighth_is_used_or_a_retired_file_is_free
 }
 
 fn segment_appears_now(h: &SimHarness, seq: u64) -> bool {
-    let name = raftwal_wal::format::segment_name(seq);
+    let name = segment_file(seq);
     h.vfs
         .kind(&Path::new("/db/wal").join(name))
         .unwrap()
@@ -243,4 +243,9 @@ fn segments_dropped_from_the_page_cache_read_back_from_the_disk() {
     let wal = Wal::open(d.path(), opts()).unwrap();
     assert_eq!(wal.get_logs(1, 301, u64::MAX).unwrap(), all);
     assert_eq!(wal.verify().unwrap(), 300);
+}
+
+/// A segment's file name (`wal/FORMAT.md`).
+fn segment_file(seq: u64) -> String {
+    format!("{seq:016x}.seg")
 }

@@ -1,7 +1,6 @@
 //! Segments: the files frames live in. The active segment's index is in memory; a sealed
 //! segment is immutable, memory-mapped, and indexed by a sidecar file.
 
-mod index;
 pub(crate) mod preallocate;
 pub(crate) mod reader;
 pub(crate) mod writer;
@@ -15,8 +14,8 @@ use crate::format::{decode_frame, SEGMENT_HEADER_LEN};
 use crate::vfs::Mapped;
 use crate::{Error, LogEntry, Result};
 
-pub use index::IndexHeader;
-pub(crate) use index::{
+pub use crate::format::index::IndexHeader;
+pub(crate) use crate::format::index::{
     decode_header, encode as encode_index, offset as index_offset, verify_body,
 };
 

@@ -6,10 +6,8 @@
 //! the offsets. The header is verified at open; the body checksum lazily, the first time a read
 //! finds an offset that does not lead to the expected frame.
 
+use super::{get_u32, get_u64, put_u32, put_u64, FORMAT_VERSION, INDEX_HEADER_LEN, INDEX_MAGIC};
 use crate::error::CorruptKind;
-use crate::format::{
-    get_u32, get_u64, put_u32, put_u64, FORMAT_VERSION, INDEX_HEADER_LEN, INDEX_MAGIC,
-};
 
 /// The parsed header of an index file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +48,7 @@ pub fn encode(h: &IndexHeader, offsets: &[u64]) -> Vec<u8> {
 /// Verifies an index file's header and its length against the count.
 ///
 /// # Errors
-/// The corruption found; a version mismatch is `Structure("version")`.
+/// The corruption found; another format version is [`CorruptKind::Version`].
 pub fn decode_header(b: &[u8]) -> Result<IndexHeader, CorruptKind> {
     if b.len() < INDEX_HEADER_LEN + 4 {
         return Err(CorruptKind::Truncated {
@@ -66,8 +64,9 @@ pub fn decode_header(b: &[u8]) -> Result<IndexHeader, CorruptKind> {
     if expected != actual {
         return Err(CorruptKind::Checksum { expected, actual });
     }
-    if get_u32(b, 8) != FORMAT_VERSION {
-        return Err(CorruptKind::Structure("version"));
+    let found = get_u32(b, 8);
+    if found != FORMAT_VERSION {
+        return Err(CorruptKind::Version { found });
     }
     let count = get_u64(b, 40);
     let body = (b.len() - INDEX_HEADER_LEN - 4) as u64;
