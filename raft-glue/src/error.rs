@@ -1,5 +1,7 @@
 //! What a node call can fail with.
 
+use std::sync::Arc;
+
 /// What a node call can fail with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -51,12 +53,95 @@ pub enum Error {
     /// The configuration is invalid (or disagrees with the transport); the node did not start.
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// The node stopped on a storage error.
+    /// The node stopped on a storage error (the cause keeps the store's error as its source).
     #[error("storage error: {0}")]
-    Storage(String),
+    Storage(#[source] Cause),
     /// A snapshot could not be taken (the node keeps running).
     #[error("snapshot failed: {0}")]
-    Snapshot(String),
+    Snapshot(#[source] Cause),
+    /// A thread the node needs could not be started; the node did not start (or, for a
+    /// snapshot writer, the snapshot was not taken).
+    #[error("could not start a thread: {0}")]
+    Spawn(#[source] Cause),
+    /// The node's thread panicked (raft-rs panics on some storage failures); the node stopped.
+    #[error("the node's thread panicked: {0}")]
+    Panicked(String),
+}
+
+/// Why something failed: what was being done and, when there is one, the error underneath,
+/// kept as this error's [`source`](std::error::Error::source) so the whole chain can be
+/// reported. Cloneable (every waiting caller gets the same cause); two causes are equal when
+/// their messages are.
+///
+/// ```
+/// use std::error::Error as _;
+/// let io = std::io::Error::new(std::io::ErrorKind::Other, "disk full");
+/// let e = raftwal_glue::NodeError::Storage(raftwal_glue::Cause::with("appending", io));
+/// assert_eq!(e.to_string(), "storage error: appending: disk full");
+/// assert_eq!(e.source().unwrap().source().unwrap().to_string(), "disk full");
+/// ```
+#[derive(Debug, Clone)]
+pub struct Cause {
+    what: String,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl Cause {
+    /// A cause with no error underneath.
+    pub fn new(what: impl Into<String>) -> Self {
+        Cause {
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    /// `what` failed because of `source`.
+    pub fn with(
+        what: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Cause {
+            what: what.into(),
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    /// What was being done.
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.source {
+            Some(s) => write!(f, "{}: {s}", self.what),
+            None => f.write_str(&self.what),
+        }
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl PartialEq for Cause {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for Cause {}
+
+impl Error {
+    /// [`Error::Storage`]: `what` failed because of `e`.
+    pub(crate) fn storage(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Error::Storage(Cause::with(what, e))
+    }
 }
 
 /// A node call's result.

@@ -91,7 +91,7 @@ mod transport;
 mod types;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::{Error as NodeError, Result as NodeResult};
+pub use error::{Cause, Error as NodeError, Result as NodeResult};
 pub use mailbox::Mailbox;
 pub use node::{Config, Node, MAX_CLOCK_DRIFT, MESSAGE_OVERHEAD};
 pub use state_machine::{StateMachine, StateSnapshot};

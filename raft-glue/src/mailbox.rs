@@ -10,7 +10,7 @@ use std::time::Instant;
 use raft::eraftpb::{ConfChangeV2, Message, MessageType};
 use raftwal_snapshot::SnapshotMeta;
 
-use crate::error::Result;
+use crate::error::{Cause, Result};
 use crate::snapshot::{Inbox, Received};
 use crate::types::{Applied, ReadPoint};
 
@@ -110,7 +110,7 @@ pub(crate) enum Event {
         number: u64,
         msgs: Vec<Message>,
     },
-    PersistFailed(String),
+    PersistFailed(Cause),
     Transfer {
         to: u64,
     },
@@ -122,7 +122,7 @@ pub(crate) enum Event {
     /// Take a snapshot now.
     Snapshot(SyncSender<Result<SnapshotMeta>>),
     /// The snapshot thread finished.
-    SnapshotTaken(std::result::Result<SnapshotMeta, String>),
+    SnapshotTaken(std::result::Result<SnapshotMeta, Cause>),
     /// A snapshot stream to a follower ended.
     SnapshotSent {
         to: u64,

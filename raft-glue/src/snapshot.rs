@@ -16,12 +16,14 @@ use std::sync::Arc;
 
 use raftwal_snapshot::{SnapshotMeta, SnapshotSink, SnapshotStore};
 
+use crate::error::Cause;
+
 /// A snapshot received from a leader, written to this node's store but not committed yet.
 pub(crate) trait Received: Send {
     /// The snapshot's `(index, term)`.
     fn mark(&self) -> (u64, u64);
     /// Makes it durable and listed.
-    fn commit(self: Box<Self>) -> Result<SnapshotMeta, String>;
+    fn commit(self: Box<Self>) -> Result<SnapshotMeta, Cause>;
     /// Discards it.
     fn cancel(self: Box<Self>);
 }
@@ -45,8 +47,11 @@ impl<K: SnapshotSink + 'static> Received for Pending<K> {
         self.mark
     }
 
-    fn commit(self: Box<Self>) -> Result<SnapshotMeta, String> {
-        self.sink.commit().map_err(|e| e.to_string())
+    fn commit(self: Box<Self>) -> Result<SnapshotMeta, Cause> {
+        let mark = self.mark;
+        self.sink
+            .commit()
+            .map_err(|e| Cause::with(format!("committing the snapshot received at {}", mark.0), e))
     }
 
     fn cancel(self: Box<Self>) {
@@ -140,16 +145,16 @@ pub(crate) fn write<S: SnapshotStore>(
     store: &S,
     at: &Point,
     mut state: Box<dyn StateSnapshot>,
-) -> Result<SnapshotMeta, String> {
+) -> Result<SnapshotMeta, Cause> {
     let mut sink = store
         .create(at.index, at.term, &at.configuration, at.configuration_index)
-        .map_err(|e| format!("creating snapshot at {}: {e}", at.index))?;
+        .map_err(|e| Cause::with(format!("creating snapshot at {}", at.index), e))?;
     if let Err(e) = state.persist(&mut sink).and_then(|()| sink.flush()) {
         let _ = sink.cancel();
-        return Err(format!("writing snapshot at {}: {e}", at.index));
+        return Err(Cause::with(format!("writing snapshot at {}", at.index), e));
     }
     sink.commit()
-        .map_err(|e| format!("committing snapshot at {}: {e}", at.index))
+        .map_err(|e| Cause::with(format!("committing snapshot at {}", at.index), e))
 }
 
 /// Replaces the state machine's state with the stored snapshot `meta`, reading it to the end
@@ -158,10 +163,13 @@ pub(crate) fn restore<S: SnapshotStore, M: StateMachine>(
     store: &S,
     sm: &mut M,
     meta: &SnapshotMeta,
-) -> Result<(), String> {
-    let what = |e: &dyn std::fmt::Display| format!("restoring snapshot {}: {e}", meta.id);
-    let (_, mut r) = store.open(&meta.id).map_err(|e| what(&e))?;
-    sm.restore(&mut r).map_err(|e| what(&e))?;
-    io::copy(&mut r, &mut io::sink()).map_err(|e| what(&e))?;
+) -> Result<(), Cause> {
+    let what = format!("restoring snapshot {}", meta.id);
+    let (_, mut r) = store
+        .open(&meta.id)
+        .map_err(|e| Cause::with(what.clone(), e))?;
+    sm.restore(&mut r)
+        .map_err(|e| Cause::with(what.clone(), e))?;
+    io::copy(&mut r, &mut io::sink()).map_err(|e| Cause::with(what, e))?;
     Ok(())
 }

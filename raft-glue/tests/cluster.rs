@@ -399,7 +399,22 @@ fn a_failed_fsync_stops_the_node_cleanly() {
         ..Default::default()
     });
     match node.apply(b"set a 2".to_vec(), Duration::from_secs(5)) {
-        Err(NodeError::Storage(msg)) => assert!(msg.contains("fdatasync"), "{msg}"),
+        Err(NodeError::Storage(cause)) => {
+            // The chain reaches the WAL's error, and under it the failed fsync's I/O error.
+            let mut chain: Vec<&(dyn std::error::Error + 'static)> = vec![&cause];
+            while let Some(next) = chain.last().and_then(|e| e.source()) {
+                chain.push(next);
+            }
+            assert!(
+                chain.iter().any(|e| e.downcast_ref::<raftwal_wal::Error>().is_some()),
+                "{cause}"
+            );
+            assert!(
+                chain.iter().any(|e| e.downcast_ref::<std::io::Error>().is_some()),
+                "{cause}"
+            );
+            assert!(cause.to_string().contains("fdatasync"), "{cause}");
+        }
         other => panic!("expected a storage error, got {other:?}"),
     }
     assert!(wait(|| node.status().stopped.then_some(())).is_some());

@@ -3,6 +3,8 @@
 use std::io;
 use std::path::PathBuf;
 
+pub use raftwal_wal::CorruptKind;
+
 /// A result with the snapshot store's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -17,14 +19,14 @@ pub enum Error {
         id: String,
     },
     /// A snapshot's files are damaged.
-    #[error("corrupt snapshot file {path}, offset {offset}: {what}")]
+    #[error("corrupt snapshot file {path}, offset {offset}: {kind}")]
     Corrupt {
         /// The damaged file.
         path: PathBuf,
         /// Where.
         offset: u64,
-        /// What is wrong, with the expected and found values.
-        what: String,
+        /// What is wrong, with the expected and found values (the WAL's kinds).
+        kind: CorruptKind,
     },
     /// An invalid argument (for example `retain == 0`) or a path that is not a snapshot
     /// directory.
@@ -51,6 +53,14 @@ pub enum Error {
 }
 
 impl Error {
+    pub(crate) fn corrupt(path: impl Into<PathBuf>, offset: u64, kind: CorruptKind) -> Self {
+        Error::Corrupt {
+            path: path.into(),
+            offset,
+            kind,
+        }
+    }
+
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Io {
             op,

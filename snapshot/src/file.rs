@@ -7,7 +7,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use raftwal_wal::vfs::{FileKind, OpenMode, StdVfs, Vfs, VfsFile};
 
 use crate::meta::{new_id, now_nanos, MAX_META_LEN, META_VERSION};
-use crate::{Error, Result, SnapshotMeta, SnapshotSink, SnapshotStore};
+use crate::{CorruptKind, Error, Result, SnapshotMeta, SnapshotSink, SnapshotStore};
 
 const DATA: &str = "data";
 const META: &str = "meta";
@@ -175,33 +175,32 @@ impl FileSnapshotStore {
         let path = dir.join(META);
         let f = self.vfs.open(&path, OpenMode::Read).map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
-                Error::Corrupt {
-                    path: path.clone(),
-                    offset: 0,
-                    what: "metadata file missing".into(),
-                }
+                Error::corrupt(&path, 0, CorruptKind::Structure("metadata file missing"))
             } else {
                 Error::io("open", &path, e)
             }
         })?;
         let len = f.len().map_err(|e| Error::io("stat", &path, e))?;
         if len > MAX_META_LEN {
-            return Err(Error::Corrupt {
+            return Err(Error::corrupt(
                 path,
-                offset: 0,
-                what: format!("{len} bytes, at most {MAX_META_LEN} expected"),
-            });
+                0,
+                CorruptKind::BadLength {
+                    found: len,
+                    limit: MAX_META_LEN,
+                },
+            ));
         }
         let mut b = vec![0u8; len as usize];
         f.read_exact_at(&mut b, 0)
             .map_err(|e| Error::io("read", &path, e))?;
         let m = SnapshotMeta::decode(&b, &path)?;
         if dir.file_name().and_then(|n| n.to_str()) != Some(m.id.as_str()) {
-            return Err(Error::Corrupt {
+            return Err(Error::corrupt(
                 path,
-                offset: 0,
-                what: format!("metadata names snapshot {:?}, not its directory", m.id),
-            });
+                0,
+                CorruptKind::Structure("the metadata names another snapshot than its directory"),
+            ));
         }
         Ok(m)
     }
@@ -326,22 +325,25 @@ impl SnapshotStore for FileSnapshotStore {
         let path = dir.join(DATA);
         let file = self.vfs.open(&path, OpenMode::Read).map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
-                Error::Corrupt {
-                    path: path.clone(),
-                    offset: 0,
-                    what: "data file missing".into(),
-                }
+                Error::corrupt(&path, 0, CorruptKind::Structure("data file missing"))
             } else {
                 Error::io("open", &path, e)
             }
         })?;
         let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
         if len != meta.size {
-            return Err(Error::Corrupt {
-                path,
-                offset: len.min(meta.size),
-                what: format!("data is {len} bytes, the metadata says {}", meta.size),
-            });
+            let kind = if len < meta.size {
+                CorruptKind::Truncated {
+                    needed: meta.size,
+                    available: len,
+                }
+            } else {
+                CorruptKind::BadLength {
+                    found: len,
+                    limit: meta.size,
+                }
+            };
+            return Err(Error::corrupt(path, len.min(meta.size), kind));
         }
         let reader = FileReader::start(file, path, meta.size, meta.checksum);
         Ok((meta, reader))
@@ -547,13 +549,7 @@ impl FileReader {
                     if actual != expected {
                         let _ = tx.send(Err(io::Error::new(
                             io::ErrorKind::InvalidData,
-                            Error::Corrupt {
-                                path: p.clone(),
-                                offset: 0,
-                                what: format!(
-                                    "data checksum mismatch: stored {expected:#010x}, computed {actual:#010x}"
-                                ),
-                            },
+                            Error::corrupt(&p, 0, CorruptKind::Checksum { expected, actual }),
                         )));
                         return;
                     }

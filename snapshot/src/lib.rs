@@ -32,7 +32,7 @@ mod meta;
 
 use std::io::{Read, Write};
 
-pub use error::{Error, Result};
+pub use error::{CorruptKind, Error, Result};
 pub use file::{FileReader, FileSink, FileSnapshotStore};
 pub use mem::{read_all, MemSink, MemSnapshotStore};
 pub use meta::{SnapshotMeta, META_VERSION};

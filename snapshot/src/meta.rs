@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::{Error, Result};
+use crate::{CorruptKind, Error, Result};
 
 /// The metadata format version this build writes.
 pub const META_VERSION: u32 = 1;
@@ -70,36 +70,29 @@ impl SnapshotMeta {
     /// # Errors
     /// [`Error::Corrupt`] naming the file, the offset and what was expected.
     pub fn decode(b: &[u8], path: &Path) -> Result<Self> {
-        let corrupt = |offset: usize, what: String| Error::Corrupt {
-            path: path.to_path_buf(),
-            offset: offset as u64,
-            what,
-        };
+        let corrupt = |offset: usize, kind| Error::corrupt(path, offset as u64, kind);
         const FIXED: usize = 8 + 4 + 4 + 5 * 8 + 4 + 4 + 4;
         if b.len() < FIXED + 4 {
             return Err(corrupt(
                 0,
-                format!("{} bytes, at least {} expected", b.len(), FIXED + 4),
+                CorruptKind::Truncated {
+                    needed: (FIXED + 4) as u64,
+                    available: b.len() as u64,
+                },
             ));
         }
         if b[..8] != MAGIC {
-            return Err(corrupt(0, "bad magic".into()));
+            return Err(corrupt(0, CorruptKind::BadMagic));
         }
         let n = b.len() - 4;
         let expected = u32le(b, n);
         let actual = crc32fast::hash(&b[..n]);
         if expected != actual {
-            return Err(corrupt(
-                n,
-                format!("checksum mismatch: stored {expected:#010x}, computed {actual:#010x}"),
-            ));
+            return Err(corrupt(n, CorruptKind::Checksum { expected, actual }));
         }
         let version = u32le(b, 8);
         if version != META_VERSION {
-            return Err(corrupt(
-                8,
-                format!("unsupported version {version} (this build reads {META_VERSION})"),
-            ));
+            return Err(corrupt(8, CorruptKind::Version { found: version }));
         }
         let u = |at| u64le(b, at);
         let idl = u32le(b, 60) as usize;
@@ -107,14 +100,14 @@ impl SnapshotMeta {
         if FIXED.checked_add(idl).and_then(|x| x.checked_add(cfl)) != Some(n) {
             return Err(corrupt(
                 60,
-                format!(
-                    "lengths {idl}+{cfl} do not match the {} bytes present",
-                    n - FIXED
-                ),
+                CorruptKind::BadLength {
+                    found: idl as u64 + cfl as u64,
+                    limit: (n - FIXED) as u64,
+                },
             ));
         }
         let id = std::str::from_utf8(&b[FIXED..FIXED + idl])
-            .map_err(|_| corrupt(FIXED, "id is not UTF-8".into()))?
+            .map_err(|_| corrupt(FIXED, CorruptKind::Structure("id is not UTF-8")))?
             .to_string();
         Ok(SnapshotMeta {
             id,

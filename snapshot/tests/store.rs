@@ -12,7 +12,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use raftwal_snapshot::{
-    read_all, Error, FileSnapshotStore, MemSnapshotStore, SnapshotMeta, SnapshotSink, SnapshotStore,
+    read_all, CorruptKind, Error, FileSnapshotStore, MemSnapshotStore, SnapshotMeta, SnapshotSink,
+    SnapshotStore,
 };
 use raftwal_wal::vfs::{CrashPolicy, SimFaults, SimVfs, Vfs};
 
@@ -224,9 +225,15 @@ fn truncated_and_missing_data() {
     let full = vfs.read_file(&p).unwrap();
     vfs.write_file(&p, &full[..3999]).unwrap();
     match s.open(&a.id) {
-        Err(Error::Corrupt { path, what, .. }) => {
+        Err(Error::Corrupt { path, kind, .. }) => {
             assert_eq!(path, p);
-            assert!(what.contains("3999"), "{what}");
+            assert_eq!(
+                kind,
+                CorruptKind::Truncated {
+                    needed: 4000,
+                    available: 3999
+                }
+            );
         }
         other => panic!("expected Corrupt, got {other:?}"),
     }

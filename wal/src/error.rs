@@ -76,11 +76,9 @@ impl fmt::Display for CorruptKind {
                 f,
                 "damaged record inside the region a later commit proves durable (up to offset {durable_to})"
             ),
-            CorruptKind::Version { found } => write!(
-                f,
-                "format version {found} (this build reads {})",
-                crate::format::FORMAT_VERSION
-            ),
+            CorruptKind::Version { found } => {
+                write!(f, "format version {found}, which this build does not read")
+            }
             CorruptKind::Structure(s) => write!(f, "{s}"),
         }
     }

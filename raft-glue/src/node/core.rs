@@ -28,7 +28,7 @@ use super::proposals::Proposals;
 use super::reads::Reads;
 use super::snapshots::SnapshotState;
 use crate::clock::Clock;
-use crate::error::{Error, Result};
+use crate::error::{Cause, Error, Result};
 use crate::lock;
 use crate::mailbox::Event;
 use crate::state_machine::StateMachine;
@@ -305,7 +305,8 @@ where
             let meta = rd.snapshot().get_metadata().clone();
             self.install(&meta)?;
         }
-        let storage_err = |e: crate::storage::Error| Error::Storage(e.to_string());
+        let storage_err =
+            |e: crate::storage::Error| Error::Storage(Cause::with("writing a Ready round", e));
         if let Some(persist) = &self.persist {
             // Asynchronous: the round is readable now and durable once the persistence thread
             // says so; only then go the messages that acknowledge it. Proposals keep joining
@@ -325,7 +326,7 @@ where
             self.node.advance_append_async(rd);
             persist
                 .send(job)
-                .map_err(|_| Error::Storage("persistence thread stopped".into()))?;
+                .map_err(|_| Error::Storage(Cause::new("the persistence thread stopped")))?;
             self.apply(committed)?;
             self.advance_applied();
             return Ok(());

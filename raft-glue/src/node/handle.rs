@@ -19,7 +19,7 @@ use super::persist::persist_loop;
 use super::proposals::Proposals;
 use super::reads::Reads;
 use super::snapshots::SnapshotState;
-use crate::error::{Error, Result};
+use crate::error::{Cause, Error, Result};
 use crate::lock;
 use crate::mailbox::{Event, Mailbox, ReadRequest, Reply};
 use crate::snapshot::{self, Inbox, StoreInbox};
@@ -79,7 +79,7 @@ impl Node {
     {
         let (mut core, rx, mut node) = assemble(cfg, sm, storage, transport)?;
         let id = node.id;
-        let storage_err = |e: &dyn std::fmt::Display| Error::Storage(e.to_string());
+        let spawn_err = |what: &str, e| Error::Spawn(Cause::with(what, e));
         if core.cfg.batch_proposals {
             let (jobs_tx, jobs_rx) = mpsc::channel();
             let (log, events) = (core.node.store().log_handle(), node.tx.clone());
@@ -87,7 +87,7 @@ impl Node {
                 std::thread::Builder::new()
                     .name(format!("raftwal-persist-{id}"))
                     .spawn(move || persist_loop(log.as_ref(), &jobs_rx, &events))
-                    .map_err(|e| storage_err(&e))?,
+                    .map_err(|e| spawn_err("the persistence thread", e))?,
             ));
             core.persist = Some(jobs_tx);
         }
@@ -107,10 +107,10 @@ impl Node {
                     tracing::error!(node = id, panic = %what, "the node stopped on a panic");
                     let mut s = lock(&stopped);
                     s.stopped = true;
-                    s.stop_reason = Some(Error::Storage(format!("panic: {what}")));
+                    s.stop_reason = Some(Error::Panicked(what));
                 }
             })
-            .map_err(|e| storage_err(&e))?;
+            .map_err(|e| spawn_err("the node's thread", e))?;
         node.thread = Mutex::new(Some(thread));
         Ok(node)
     }
@@ -499,28 +499,34 @@ where
                 transport.max_message_size()
             )));
     }
-    let storage_err = |e: &dyn std::fmt::Display| Error::Storage(e.to_string());
     // A brand-new node writes its initial membership into the log (a founding member) or
     // starts empty and learns it from the leader (a joiner). Either way the state machine
     // starts empty and the committed log is applied to it from the start.
-    let restarted = storage.is_initialized().map_err(|e| storage_err(&e))?;
+    let restarted = storage
+        .is_initialized()
+        .map_err(|e| Error::storage("reading the stored state", e))?;
     if !restarted {
         storage
             .initialize(&ConfState {
                 voters: cfg.peers.clone(),
                 ..Default::default()
             })
-            .map_err(|e| storage_err(&e))?;
+            .map_err(|e| Error::storage("writing the initial configuration", e))?;
     }
     // The state machine starts from the latest snapshot: its index is the applied index.
     let mut applied = 0;
     let mut conf_index = 0;
-    if let Some(m) = storage.recover_snapshot().map_err(|e| storage_err(&e))? {
+    if let Some(m) = storage
+        .recover_snapshot()
+        .map_err(|e| Error::storage("finding the latest snapshot", e))?
+    {
         snapshot::restore(storage.snapshots(), &mut sm, &m).map_err(Error::Storage)?;
         applied = m.index;
         conf_index = m.configuration_index;
     }
-    let replayed_upto = storage.conf_index().map_err(|e| storage_err(&e))?;
+    let replayed_upto = storage
+        .conf_index()
+        .map_err(|e| Error::storage("reading the configuration index", e))?;
     let raft_cfg = raft::Config {
         id: cfg.id,
         applied,
@@ -537,7 +543,8 @@ where
         .validate()
         .map_err(|e| Error::Config(e.to_string()))?;
     let logger = slog::Logger::root(slog::Discard, slog::o!());
-    let raw = RawNode::new(&raft_cfg, storage, &logger).map_err(|e| storage_err(&e))?;
+    let raw = RawNode::new(&raft_cfg, storage, &logger)
+        .map_err(|e| Error::storage("starting Raft", e))?;
     let (tx, rx) = mpsc::channel();
     let status = Arc::new(Mutex::new(Status {
         id: cfg.id,

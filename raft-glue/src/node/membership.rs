@@ -21,7 +21,7 @@ use raftwal_snapshot::SnapshotStore;
 use raftwal_wal::BatchStore;
 
 use super::core::Core;
-use crate::error::{Error, Result};
+use crate::error::{Cause, Error, Result};
 use crate::state_machine::StateMachine;
 use crate::transport::Transport;
 
@@ -68,7 +68,7 @@ where
             self.node
                 .store()
                 .set_conf_state_at(&cs, e.index)
-                .map_err(|x| Error::Storage(x.to_string()))?;
+                .map_err(|x| Error::Storage(Cause::with("recording the configuration", x)))?;
             self.step_down_if_removed(&cs);
             cs
         };

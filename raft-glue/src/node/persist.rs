@@ -7,6 +7,7 @@ use std::sync::mpsc::{Receiver, Sender};
 use raft::eraftpb::Message;
 use raftwal_wal::BatchStore;
 
+use crate::error::Cause;
 use crate::mailbox::Event;
 
 /// A round written to the log, waiting to be made durable.
@@ -26,7 +27,10 @@ pub(crate) fn persist_loop<L: BatchStore>(log: &L, jobs: &Receiver<Job>, events:
         }
         if let Some(t) = batch.iter().rev().find_map(|j| j.ticket) {
             if let Err(e) = log.wait(t) {
-                let _ = events.send(Event::PersistFailed(e.to_string()));
+                let _ = events.send(Event::PersistFailed(Cause::with(
+                    "making the log durable",
+                    e,
+                )));
                 return;
             }
         }

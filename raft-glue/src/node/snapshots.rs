@@ -10,7 +10,7 @@ use raftwal_snapshot::{SnapshotMeta, SnapshotStore};
 use raftwal_wal::BatchStore;
 
 use super::core::Core;
-use crate::error::{Error, Result};
+use crate::error::{Cause, Error, Result};
 use crate::lock;
 use crate::mailbox::Event;
 use crate::snapshot::{self, Received};
@@ -89,8 +89,10 @@ where
             for w in st.waiters.drain(..) {
                 let _ = w.send(match &current {
                     Ok(Some(m)) => Ok(m.clone()),
-                    Ok(None) => Err(Error::Snapshot("nothing applied to snapshot".into())),
-                    Err(e) => Err(Error::Snapshot(e.to_string())),
+                    Ok(None) => Err(Error::Snapshot(Cause::new("nothing applied to snapshot"))),
+                    Err(e) => Err(Error::Snapshot(Cause::new(format!(
+                        "listing snapshots: {e}"
+                    )))),
                 });
             }
             return;
@@ -108,12 +110,14 @@ where
                 configuration: encode_conf_state(&self.node.raft.prs().conf().to_conf_state()),
                 configuration_index: st.conf_index,
             });
-        let captured = point.map_err(|e| e.to_string()).and_then(|p| {
-            self.sm
-                .snapshot()
-                .map(|s| (p, s))
-                .map_err(|e| e.to_string())
-        });
+        let captured = point
+            .map_err(|e| Cause::with(format!("reading the term of {index}"), e))
+            .and_then(|p| {
+                self.sm
+                    .snapshot()
+                    .map(|s| (p, s))
+                    .map_err(|e| Cause::with("capturing the state machine", e))
+            });
         let (point, state) = match captured {
             Ok(x) => x,
             Err(e) => {
@@ -133,8 +137,9 @@ where
         match spawned {
             Ok(t) => st.writer = Some(t),
             Err(e) => {
+                let cause = Cause::with("the snapshot writer", e);
                 for w in st.waiters.drain(..) {
-                    let _ = w.send(Err(Error::Snapshot(e.to_string())));
+                    let _ = w.send(Err(Error::Spawn(cause.clone())));
                 }
             }
         }
@@ -144,7 +149,7 @@ where
     /// answer who asked. A compaction failure stops the node.
     pub(super) fn on_snapshot_taken(
         &mut self,
-        r: std::result::Result<SnapshotMeta, String>,
+        r: std::result::Result<SnapshotMeta, Cause>,
     ) -> Result<()> {
         if let Some(t) = self.snapshots.writer.take() {
             let _ = t.join();
@@ -156,7 +161,7 @@ where
                     self.node
                         .store()
                         .compact(m.index, m.term, upto)
-                        .map_err(|e| Error::Storage(e.to_string()))?;
+                        .map_err(|e| Error::Storage(Cause::with("compacting the log", e)))?;
                     self.snapshots.index = m.index;
                     lock(&self.status).snapshot_index = m.index;
                 }
@@ -180,10 +185,10 @@ where
             .iter()
             .position(|r| r.mark() == mark)
         else {
-            return Err(Error::Storage(format!(
+            return Err(Error::Storage(Cause::new(format!(
                 "Raft accepted a snapshot at index {} (term {}) whose data was not received",
                 meta.index, meta.term
-            )));
+            ))));
         };
         let stored = self
             .snapshots
@@ -194,7 +199,7 @@ where
         self.node
             .store()
             .apply_snapshot(meta)
-            .map_err(|e| Error::Storage(e.to_string()))?;
+            .map_err(|e| Error::Storage(Cause::with("recording the snapshot", e)))?;
         snapshot::restore(self.node.store().snapshots(), &mut self.sm, &stored)
             .map_err(Error::Storage)?;
         self.snapshots.index = meta.index;
