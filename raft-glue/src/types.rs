@@ -21,6 +21,7 @@ pub enum ReadVia {
 
 /// A linearizable read point: the state machine has applied at least `index`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ReadPoint {
     /// The index the state machine has applied up to (at least).
     pub index: u64,
@@ -55,6 +56,7 @@ impl From<StateRole> for Role {
 
 /// A snapshot of a node's state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Status {
     /// This node.
     pub id: u64,
@@ -96,6 +98,7 @@ pub struct Status {
 
 /// A committed, applied command.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Applied {
     /// Its log index.
     pub index: u64,
@@ -144,6 +147,7 @@ impl Proposal {
 
 /// A change a node announces to its subscribers ([`Node::subscribe`](crate::Node::subscribe)).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum NodeEvent {
     /// The known leader or the term changed.
     LeaderChanged {

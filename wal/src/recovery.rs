@@ -41,6 +41,7 @@ use crate::{Error, RecoveryMode, Result, WalOptions};
 
 /// Bytes that recovery dropped from the tail segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DroppedRange {
     /// The segment file.
     pub path: PathBuf,
@@ -59,6 +60,7 @@ pub struct DroppedRange {
 
 /// What recovery found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RecoveryReport {
     /// Tail data dropped: a torn, unacknowledged batch, or (lenient mode) damaged data.
     pub dropped: Vec<DroppedRange>,

@@ -50,6 +50,7 @@ const TERMINATOR: u64 = crate::format::FRAME_HEADER_LEN as u64;
 
 /// Counters for monitoring and benchmarks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct WalStats {
     /// Writes (batches) accepted since open.
     pub writes: u64,
@@ -74,6 +75,7 @@ struct Counters {
 
 /// A description of one live segment, for tools.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SegmentInfo {
     /// Its file.
     pub path: PathBuf,
