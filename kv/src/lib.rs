@@ -57,3 +57,9 @@ pub fn parse_peers(s: &str) -> Result<BTreeMap<u64, SocketAddr>, String> {
     }
     Ok(out)
 }
+
+/// Locks a mutex, carrying on past a poisoned one: a panicking holder leaves nothing half-done
+/// that a later user relies on (every critical section here completes its update or none).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

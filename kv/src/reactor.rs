@@ -45,10 +45,7 @@ struct Done {
 
 impl Done {
     fn push(&self, token: Token, seq: u64, reply: String) {
-        self.queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((token, seq, reply));
+        crate::lock(&self.queue).push((token, seq, reply));
         if !self.woken.swap(true, Ordering::SeqCst) {
             let _ = self.waker.wake();
         }
@@ -56,7 +53,7 @@ impl Done {
 
     fn take(&self) -> Vec<(Token, u64, String)> {
         self.woken.store(false, Ordering::SeqCst);
-        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()))
+        std::mem::take(&mut *crate::lock(&self.queue))
     }
 }
 
@@ -165,7 +162,7 @@ fn start_readers(
 
 fn reader(rx: &Mutex<Receiver<(Token, u64, String)>>, node: &Node, kv: &Kv, done: &Done) {
     loop {
-        let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+        let job = crate::lock(rx).recv();
         let Ok((token, seq, key)) = job else {
             return;
         };

@@ -13,7 +13,7 @@ pub(crate) struct Kv(Arc<Mutex<BTreeMap<String, String>>>);
 
 impl Kv {
     fn map(&self) -> MutexGuard<'_, BTreeMap<String, String>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.0)
     }
 
     pub(crate) fn get(&self, key: &str) -> Option<String> {

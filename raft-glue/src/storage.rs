@@ -14,11 +14,12 @@
 //! and serving those from memory saves a read and a checksum each. The snapshot mark is cached
 //! the same way. Both are only right while every write goes through the adapter.
 
+use crate::lock;
 use raft::eraftpb::{
     ConfChange, ConfChangeType, ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMetadata,
 };
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 
 use raft::{GetEntriesContext, RaftState, StorageError};
 use raftwal_snapshot::SnapshotStore;
@@ -163,10 +164,6 @@ impl TailCache {
         self.entries.clear();
         self.bytes = 0;
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn store_err(e: impl std::error::Error + Send + Sync + 'static) -> raft::Error {

@@ -406,11 +406,15 @@ fn a_failed_fsync_stops_the_node_cleanly() {
                 chain.push(next);
             }
             assert!(
-                chain.iter().any(|e| e.downcast_ref::<raftwal_wal::Error>().is_some()),
+                chain
+                    .iter()
+                    .any(|e| e.downcast_ref::<raftwal_wal::Error>().is_some()),
                 "{cause}"
             );
             assert!(
-                chain.iter().any(|e| e.downcast_ref::<std::io::Error>().is_some()),
+                chain
+                    .iter()
+                    .any(|e| e.downcast_ref::<std::io::Error>().is_some()),
                 "{cause}"
             );
             assert!(cause.to_string().contains("fdatasync"), "{cause}");

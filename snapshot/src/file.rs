@@ -80,16 +80,8 @@ impl FileSnapshotStore {
             }
             Some(FileKind::Dir) => {}
             None => {
-                vfs.create_dir_all(&dir)
-                    .map_err(|e| Error::io("create directory", &dir, e))?;
-                for p in dir
-                    .ancestors()
-                    .skip(1)
-                    .filter(|p| !p.as_os_str().is_empty())
-                {
-                    vfs.sync_dir(p)
-                        .map_err(|e| Error::io("fsync directory", p, e))?;
-                }
+                vfs.create_dir_durable(&dir)
+                    .map_err(|(op, path, e)| Error::io(op, path, e))?;
             }
         }
         let store = FileSnapshotStore {
@@ -235,7 +227,7 @@ impl FileSnapshotStore {
     /// files are removed.
     fn reap(&self) -> Result<()> {
         let list = self.list()?;
-        let protected = *self.protected.lock().unwrap_or_else(|e| e.into_inner());
+        let protected = *crate::lock(&self.protected);
         for m in list.iter().skip(self.retain) {
             if Some((m.index, m.term)) == protected {
                 continue;
@@ -350,7 +342,7 @@ impl SnapshotStore for FileSnapshotStore {
     }
 
     fn protect(&self, index: u64, term: u64) {
-        *self.protected.lock().unwrap_or_else(|e| e.into_inner()) = Some((index, term));
+        *crate::lock(&self.protected) = Some((index, term));
     }
 }
 

@@ -99,3 +99,9 @@ pub trait SnapshotStore: Send + Sync {
     /// commits anything.
     fn protect(&self, index: u64, term: u64);
 }
+
+/// Locks a mutex, carrying on past a poisoned one: a panicking holder leaves nothing half-done
+/// that a later user relies on (every critical section here completes its update or none).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -34,7 +34,7 @@ impl MemSnapshotStore {
     }
 
     fn lock(&self) -> MutexGuard<'_, Entries> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.inner)
     }
 }
 
@@ -66,11 +66,7 @@ impl SnapshotSink for MemSink {
         let mut v = self.store.lock();
         v.push((self.meta.clone(), Arc::from(std::mem::take(&mut self.data))));
         v.sort_by(|a, b| SnapshotMeta::newest_first(&a.0, &b.0));
-        let protected = *self
-            .store
-            .protected
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let protected = *crate::lock(&self.store.protected);
         let retain = self.store.retain;
         let mut i = 0;
         v.retain(|(m, _)| {
@@ -126,7 +122,7 @@ impl SnapshotStore for MemSnapshotStore {
     }
 
     fn protect(&self, index: u64, term: u64) {
-        *self.protected.lock().unwrap_or_else(|e| e.into_inner()) = Some((index, term));
+        *crate::lock(&self.protected) = Some((index, term));
     }
 }
 

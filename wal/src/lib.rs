@@ -65,3 +65,9 @@ pub use options::{RecoveryMode, SyncMode, WalOptions};
 pub use recovery::{DroppedRange, RecoveryReport};
 pub use store::{BatchStore, LogStore, StableStore};
 pub use wal::{SegmentInfo, VerifyMode, Wal, WalStats};
+
+/// Locks a mutex, carrying on past a poisoned one: a panicking holder leaves nothing half-done
+/// that a later user relies on (every critical section here completes its update or none).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

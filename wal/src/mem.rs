@@ -55,7 +55,7 @@ impl MemStore {
     }
 
     fn lock(&self) -> MutexGuard<'_, Model> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.inner)
     }
 
     /// Applies a batch atomically, with the same rules as [`crate::Wal::write`].

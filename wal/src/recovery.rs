@@ -373,17 +373,8 @@ pub(crate) fn recover(dir: &Path, opts: &WalOptions) -> Result<Recovered> {
             })
         }
         None => {
-            vfs.create_dir_all(dir)
-                .map_err(|e| Error::io("create directory", dir, e))?;
-            // create_dir_all may have created several levels: make each new entry durable.
-            for parent in dir
-                .ancestors()
-                .skip(1)
-                .filter(|p| !p.as_os_str().is_empty())
-            {
-                vfs.sync_dir(parent)
-                    .map_err(|e| Error::io("fsync directory", parent, e))?;
-            }
+            vfs.create_dir_durable(dir)
+                .map_err(|(op, path, e)| Error::io(op, path, e))?;
         }
     }
     let names = vfs.list(dir).map_err(|e| Error::io("list", dir, e))?;

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::batch::{delete_batch, plan, Step};
 use crate::error::CorruptKind;
@@ -16,7 +16,7 @@ use crate::segment::{reader, writer};
 use crate::state::{collect_range, Location, LogState};
 use crate::vfs::VfsFile;
 use crate::{
-    Error, LogEntry, LogStore, Result, StableStore, SyncMode, Ticket, WalOptions, WriteBatch,
+    lock, Error, LogEntry, LogStore, Result, StableStore, SyncMode, Ticket, WalOptions, WriteBatch,
 };
 
 mod rotate;
@@ -123,10 +123,6 @@ impl std::fmt::Debug for Wal {
             .field("opts", &self.opts)
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Wal {

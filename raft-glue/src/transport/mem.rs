@@ -155,7 +155,7 @@ impl MemNetwork {
     }
 
     fn lock(&self) -> MutexGuard<'_, Net> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.inner)
     }
 
     /// Connects (or reconnects, after a restart) node `id`'s mailbox.

@@ -16,7 +16,7 @@ mod std_fs;
 
 use std::fmt::Debug;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use sim::{CrashPolicy, SimFaults, SimVfs};
@@ -107,6 +107,9 @@ pub trait VfsFile: Send + Sync + Debug {
     fn map(&self) -> io::Result<Mapped>;
 }
 
+/// An operation that failed: its name, the path it was applied to, and the I/O error.
+pub type FailedOp = (&'static str, PathBuf, io::Error);
+
 /// A file system: the only way raftwal touches the disk.
 pub trait Vfs: Send + Sync + Debug {
     /// Opens (or creates) a file.
@@ -119,6 +122,25 @@ pub trait Vfs: Send + Sync + Debug {
     /// # Errors
     /// Any I/O error, including a path component that is a file.
     fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Creates a directory and its parents, durably: every directory that may have gained an
+    /// entry (each ancestor) is synced. Returns the path that failed with the error.
+    ///
+    /// # Errors
+    /// The failed operation (`"create directory"` or `"fsync directory"`), its path, and the
+    /// I/O error.
+    fn create_dir_durable(&self, path: &Path) -> Result<(), FailedOp> {
+        self.create_dir_all(path)
+            .map_err(|e| ("create directory", path.to_path_buf(), e))?;
+        for parent in path
+            .ancestors()
+            .skip(1)
+            .filter(|p| !p.as_os_str().is_empty())
+        {
+            self.sync_dir(parent)
+                .map_err(|e| ("fsync directory", parent.to_path_buf(), e))?;
+        }
+        Ok(())
+    }
     /// Removes a file. Not durable until the parent directory is synced.
     ///
     /// # Errors

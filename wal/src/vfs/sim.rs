@@ -9,6 +9,7 @@
 //!
 //! Everything is deterministic for a given seed, so a failing test can be replayed.
 
+use crate::lock;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::path::{Component, Path, PathBuf};
@@ -102,12 +103,6 @@ impl Default for SimVfs {
     fn default() -> Self {
         Self::new(0)
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock cannot leave the simulated state half-updated in a way
-    // that matters to tests, so poisoning is ignored.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn eio(what: &str) -> io::Error {
