@@ -128,13 +128,8 @@ fn reads(c: &mut Criterion) {
     // The first index of the active segment: everything below is sealed.
     let segs = w.segments();
     let active = segs[segs.len() - 2].last.unwrap() + 1;
-    let mut rng = 0x1234_5678u64;
-    let mut rand = move |lo: u64, hi: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        lo + rng % (hi - lo)
-    };
+    let mut rng = fastrand::Rng::with_seed(0x1234_5678);
+    let mut rand = move |lo: u64, hi: u64| rng.u64(lo..hi);
     let mut seq = 1;
     g.bench_function("sealed/random", |b| {
         b.iter(|| black_box(w.get_log(rand(1, active)).unwrap()))

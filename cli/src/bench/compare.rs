@@ -163,15 +163,12 @@ fn concurrent_theirs(
 
 /// Random reads over `[1, last]` for `phase`; returns reads per second.
 fn reads(s: &dyn Subject, last: u64, phase: Duration) -> Result<f64, Error> {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut rng = fastrand::Rng::with_seed(0x9E37_79B9_7F4A_7C15);
     let start = Instant::now();
     let mut n = 0u64;
     while start.elapsed() < phase {
         for _ in 0..256 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            s.get(1, 1 + x % last)?;
+            s.get(1, rng.u64(1..=last.max(1)))?;
         }
         n += 256;
     }

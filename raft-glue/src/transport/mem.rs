@@ -83,7 +83,7 @@ struct Net {
     /// Directed links that drop everything.
     cut: BTreeSet<(u64, u64)>,
     faults: NetFaults,
-    rng: u64,
+    rng: fastrand::Rng,
     /// Messages held back for reordering.
     held: Vec<Message>,
     /// Messages held back by a [`Rule::Hold`], in the order sent.
@@ -120,14 +120,9 @@ pub struct NetStats {
 }
 
 impl Net {
-    /// A uniform draw in [0, 1) (xorshift64*).
+    /// A uniform draw in [0, 1).
     fn unit(&mut self) -> f64 {
-        let mut x = self.rng | 1;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng = x;
-        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+        self.rng.f64()
     }
 
     fn chance(&mut self, p: f64) -> bool {
@@ -288,7 +283,7 @@ impl MemNetwork {
     /// by later sends.
     pub fn set_faults(&self, faults: NetFaults) {
         let mut n = self.lock();
-        n.rng = faults.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        n.rng = fastrand::Rng::with_seed(faults.seed);
         n.faults = faults;
     }
 }
@@ -329,7 +324,8 @@ impl MemTransport {
             let f = n.faults;
             // Sometimes release a held-back message first: it arrives after later ones.
             if !n.held.is_empty() && n.chance(0.5) {
-                let i = (n.rng % n.held.len() as u64) as usize;
+                let held = n.held.len();
+                let i = n.rng.usize(..held);
                 let m = n.held.swap_remove(i);
                 if let Some(mb) = n.mailboxes.get(&m.to) {
                     out.push((mb.clone(), m));

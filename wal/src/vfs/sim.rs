@@ -86,7 +86,7 @@ struct State {
     /// Paths passed to `drop_cache`, oldest first.
     cache_drops: Vec<PathBuf>,
     dead: bool,
-    rng: u64,
+    rng: fastrand::Rng,
 }
 
 const ROOT: u64 = 0;
@@ -135,13 +135,7 @@ fn not_found(path: &Path) -> io::Error {
 
 impl State {
     fn next_rand(&mut self) -> u64 {
-        // xorshift64*
-        let mut x = self.rng;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        self.rng.u64(..)
     }
 
     fn check_alive(&self, generation: u64) -> io::Result<()> {
@@ -215,7 +209,7 @@ impl SimVfs {
                 bytes: 0,
                 cache_drops: Vec::new(),
                 dead: false,
-                rng: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+                rng: fastrand::Rng::with_seed(seed),
             })),
         }
     }
@@ -270,7 +264,7 @@ impl SimVfs {
     pub fn crash(&self, policy: CrashPolicy) {
         let mut s = lock(&self.state);
         if let CrashPolicy::Random(seed) = policy {
-            s.rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            s.rng = fastrand::Rng::with_seed(seed);
         }
         s.current = s.durable.clone();
         let mut inodes: Vec<Arc<Inode>> = Vec::new();
