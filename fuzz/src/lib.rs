@@ -16,10 +16,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use raftwal_snapshot::{FileSnapshotStore, SnapshotMeta, SnapshotSink, SnapshotStore};
+use raftwal_testkit::{apply_model, apply_wal, entry, same, Op};
 use raftwal_wal::vfs::{CrashPolicy, SimFaults, SimVfs, Vfs};
-use raftwal_wal::{
-    Error, LogEntry, LogStore, MemStore, RecoveryMode, StableStore, Wal, WalOptions, WriteBatch,
-};
+use raftwal_wal::{Error, LogStore, MemStore, RecoveryMode, StableStore, Wal, WalOptions};
 
 /// Reads numbers from the input; yields zeros once it runs out (so every input is valid).
 pub struct Input<'a> {
@@ -65,15 +64,6 @@ fn wal_opts(vfs: &SimVfs, segment_size: u64) -> WalOptions {
         .segment_size(segment_size)
         .background_prepare(false)
         .vfs(Arc::new(vfs.process()))
-}
-
-fn entry(index: u64, term: u64, len: usize) -> LogEntry {
-    LogEntry {
-        index,
-        term,
-        data: (0..len).map(|i| (index as usize * 7 + i) as u8).collect(),
-        ..LogEntry::default()
-    }
 }
 
 /// Reads everything a WAL claims to hold; must not panic whatever the files contained.
@@ -168,21 +158,6 @@ pub fn wal_open_bytes(data: &[u8]) {
     }
 }
 
-#[derive(Debug, Clone)]
-enum Op {
-    Write {
-        truncate_after: Option<u64>,
-        count: u64,
-        size: usize,
-        term: u64,
-        stable: Option<(u8, u64)>,
-    },
-    DeleteHead(u64),
-    DeleteTail(u64),
-    Set(u8, u64),
-    Reopen,
-}
-
 fn next_op(inp: &mut Input<'_>, first: u64, last: u64) -> Op {
     let kind = inp.u8();
     let span = last.saturating_sub(first) + 2;
@@ -202,84 +177,16 @@ fn next_op(inp: &mut Input<'_>, first: u64, last: u64) -> Op {
                 term: u64::from(inp.u8() % 4) + 1,
                 stable: t
                     .is_multiple_of(3)
-                    .then(|| (inp.u8() % 3, u64::from(inp.u32()))),
+                    .then(|| (vec![b'k', inp.u8() % 3], u64::from(inp.u32())))
+                    .into_iter()
+                    .collect(),
             }
         }
         5 => Op::DeleteHead(pick(inp.u32())),
         6 => Op::DeleteTail(pick(inp.u32())),
-        7 | 8 => Op::Set(inp.u8() % 3, u64::from(inp.u32())),
+        7 | 8 => Op::Set(vec![b'k', inp.u8() % 3], u64::from(inp.u32())),
         _ => Op::Reopen,
     }
-}
-
-fn batch(op: &Op, last: u64) -> WriteBatch {
-    let mut b = WriteBatch::new();
-    if let Op::Write {
-        truncate_after,
-        count,
-        size,
-        term,
-        stable,
-    } = op
-    {
-        let start = match truncate_after {
-            Some(k) => {
-                b.truncate_after(*k);
-                k + 1
-            }
-            None => last + 1,
-        }
-        .max(1);
-        b.extend((start..start + count).map(|i| entry(i, *term, *size)));
-        if let Some((k, v)) = stable {
-            b.set_u64(&[b'k', *k], *v);
-        }
-    }
-    b
-}
-
-fn apply_model(m: &MemStore, op: &Op) -> raftwal_wal::Result<()> {
-    match op {
-        Op::Write { .. } => m.write(&batch(op, m.last_index()?)),
-        Op::DeleteHead(k) => m.delete_range(m.first_index()?, *k),
-        Op::DeleteTail(k) => m.delete_range(*k, m.last_index()?),
-        Op::Set(k, v) => m.set_u64(&[b'k', *k], *v),
-        Op::Reopen => Ok(()),
-    }
-}
-
-fn apply_wal(w: &Wal, op: &Op) -> raftwal_wal::Result<()> {
-    match op {
-        Op::Write { .. } => {
-            let t = w.write(batch(op, w.last_index()?))?;
-            w.wait_durable(t)
-        }
-        Op::DeleteHead(k) => w.delete_range(w.first_index()?, *k),
-        Op::DeleteTail(k) => w.delete_range(*k, w.last_index()?),
-        Op::Set(k, v) => w.set_u64(&[b'k', *k], *v),
-        Op::Reopen => Ok(()),
-    }
-}
-
-fn copy_model(m: &MemStore) -> MemStore {
-    let c = MemStore::new();
-    let (f, l) = (m.first_index().unwrap(), m.last_index().unwrap());
-    if l > 0 {
-        c.store_logs(&m.get_logs(f, l + 1, u64::MAX).unwrap())
-            .unwrap();
-    }
-    for (k, v) in m.stable_entries() {
-        c.set(&k, &v).unwrap();
-    }
-    c
-}
-
-fn same(w: &Wal, m: &MemStore) -> bool {
-    let bounds = |s: &dyn LogStore| (s.first_index().unwrap(), s.last_index().unwrap());
-    let (f, l) = bounds(m);
-    bounds(w) == (f, l)
-        && (l == 0 || (f..=l).all(|i| w.get_log(i).ok() == m.get_log(i).ok()))
-        && w.stable_entries() == m.stable_entries()
 }
 
 /// What happens to unsynced data at the simulated crash, drawn from the input.
@@ -367,7 +274,7 @@ pub fn wal_crash(data: &[u8]) {
     let wal = Wal::open(DIR, opts()).unwrap_or_else(|e| panic!("recovery failed: {e}"));
     let ok = same(&wal, &model)
         || in_flight.as_ref().is_some_and(|op| {
-            let after = copy_model(&model);
+            let after = model.clone();
             apply_model(&after, op).is_ok() && same(&wal, &after)
         });
     assert!(ok, "recovered state is wrong; in flight: {in_flight:?}");

@@ -47,7 +47,7 @@ fn concurrent_appenders_and_readers() {
         .map(|r| {
             let (wal, durable, stop) = (wal.clone(), durable.clone(), stop.clone());
             std::thread::spawn(move || {
-                let mut rng = Rng(r);
+                let mut rng = Rng::new(r);
                 let mut reads = 0u64;
                 while !stop.load(Ordering::SeqCst) {
                     let hi = durable.load(Ordering::SeqCst);

@@ -31,7 +31,7 @@ fn seeds(default: std::ops::Range<u64>) -> Vec<u64> {
 /// Runs one seeded crash scenario; panics with the seed in the message on any violation.
 /// Returns whether the fault fired during the workload (rather than after it).
 fn run(seed: u64, fault: Fault, background: bool) -> bool {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let h = SimHarness::new(seed, [4096u64, 8192, 32768][rng.below(3) as usize]);
     let opts = || h.opts().background_prepare(background);
     let mut wal = raftwal_wal::Wal::open("/db/wal", opts()).unwrap();
@@ -104,9 +104,9 @@ fn run(seed: u64, fault: Fault, background: bool) -> bool {
     let wal = h.try_open().unwrap_or_else(|e| {
         panic!("seed {seed} ({fault:?}): recovery failed: {e}; the fault was {failed_error:?}")
     });
-    let mut candidates = vec![clone_model(&model)];
+    let mut candidates = vec![model.clone()];
     if let Some(op) = &in_flight {
-        let after = clone_model(&model);
+        let after = model.clone();
         if apply_model(&after, op).is_ok() {
             candidates.push(after);
         }
@@ -167,7 +167,7 @@ fn enospc_poisons_and_loses_nothing_acknowledged() {
 #[test]
 fn crash_at_every_operation() {
     let workload = |wal: &raftwal_wal::Wal, model: &MemStore| -> Result<(), Box<(Op, Error)>> {
-        let mut rng = Rng(7);
+        let mut rng = Rng::new(7);
         for _ in 0..30 {
             let op = random_op(
                 &mut rng,
@@ -216,7 +216,7 @@ fn crash_at_every_operation() {
             let ok = same(&wal, &model)
                 || in_flight.as_ref().is_some_and(|b| {
                     let op = &b.0;
-                    let after = clone_model(&model);
+                    let after = model.clone();
                     apply_model(&after, op).is_ok() && same(&wal, &after)
                 });
             assert!(

@@ -96,7 +96,7 @@ fn a_torn_write_into_a_recycled_segment_recovers() {
         std::mem::forget(wal);
         h.vfs.crash(CrashPolicy::Random(seed));
         let wal: Wal = h.open();
-        let after = clone_model(&model);
+        let after = model.clone();
         after.store_logs(&entries(next, next + 3, 2, 900)).unwrap();
         assert!(
             same(&wal, &model) || same(&wal, &after),

@@ -38,23 +38,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The seeded generator of a schedule.
-pub struct Rng(fastrand::Rng);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(fastrand::Rng::with_seed(seed))
-    }
-    pub fn next(&mut self) -> u64 {
-        self.0.u64(..)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.0.u64(..n.max(1))
-    }
-    pub fn pick<T: Copy>(&mut self, v: &[T]) -> Option<T> {
-        self.0.choice(v.iter().copied())
-    }
-}
+pub use raftwal_testkit::Rng;
 
 /// The state machine: registers, and every command applied with its index.
 #[derive(Clone, Default)]
