@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::CorruptKind;
-use crate::format::{MANIFEST, MANIFEST_TMP, MAX_MANIFEST_LEN};
+use crate::format::{SegmentId, MANIFEST, MANIFEST_TMP, MAX_MANIFEST_LEN};
 use crate::vfs::{OpenMode, Vfs};
 use crate::{Error, Result};
 
@@ -26,6 +26,16 @@ pub struct SegmentRecord {
     pub hi: u64,
     /// End of the committed frames.
     pub data_end: u64,
+}
+
+impl SegmentRecord {
+    /// The segment's identity.
+    pub(crate) fn id(&self) -> SegmentId {
+        SegmentId {
+            seq: self.seq,
+            epoch: self.epoch,
+        }
+    }
 }
 
 /// The decoded manifest.
@@ -54,6 +64,14 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// The tail segment's identity.
+    pub(crate) fn tail_id(&self) -> SegmentId {
+        SegmentId {
+            seq: self.tail_seq,
+            epoch: self.tail_epoch,
+        }
+    }
+
     /// Atomically replaces the manifest in `dir`.
     ///
     /// # Errors

@@ -27,8 +27,8 @@ use std::sync::Arc;
 use crate::batch::{Bounds, Step};
 use crate::error::CorruptKind;
 use crate::format::{
-    decode_frame, index_name, parse_free, parse_name, segment_name, FrameType, SegmentHeader, LOCK,
-    MANIFEST, MANIFEST_TMP, SEGMENT_HEADER_LEN,
+    decode_frame, index_name, parse_free, parse_name, segment_name, FrameType, SegmentHeader,
+    SegmentId, LOCK, MANIFEST, MANIFEST_TMP, SEGMENT_HEADER_LEN,
 };
 use crate::manifest::Manifest;
 use crate::segment::{
@@ -119,12 +119,12 @@ fn map_file(vfs: &dyn Vfs, path: &Path, mode: OpenMode) -> Result<(Arc<dyn VfsFi
     Ok((f, m))
 }
 
-fn check_header(path: &Path, data: &[u8], seq: u64, epoch: u64) -> Result<()> {
+fn check_header(path: &Path, data: &[u8], id: SegmentId) -> Result<()> {
     let h = SegmentHeader::decode(data).map_err(|kind| match kind {
         CorruptKind::Version { found } => unsupported(path, found),
         k => corrupt(path, 0, k),
     })?;
-    if h.seq != seq || h.epoch != epoch {
+    if (h.seq, h.epoch) != (id.seq, id.epoch) {
         return Err(corrupt(
             path,
             0,
@@ -149,7 +149,7 @@ fn create(vfs: &dyn Vfs, dir: &Path, opts: &WalOptions) -> Result<Manifest> {
         generation: 1,
         next_seq: 2,
         tail_seq: 1,
-        tail_epoch: seg.epoch,
+        tail_epoch: seg.id.epoch,
         ..Manifest::default()
     };
     m.write(vfs, dir)?;
@@ -165,7 +165,7 @@ fn open_sealed(
 ) -> Result<SealedRef> {
     let path = dir.join(segment_name(rec.seq));
     let (_f, data) = map_file(vfs, &path, OpenMode::Read)?;
-    check_header(&path, (*data).as_ref(), rec.seq, rec.epoch)?;
+    check_header(&path, (*data).as_ref(), rec.id())?;
     let idx_path = dir.join(index_name(rec.seq));
     let mapped_index = match vfs.open(&idx_path, OpenMode::Read) {
         Ok(f) => {
@@ -183,29 +183,18 @@ fn open_sealed(
         Err(e) => return Err(Error::io("open", &idx_path, e)),
     };
     let seg = match mapped_index {
-        Some((h, m)) => {
-            Sealed::with_index(rec.seq, rec.epoch, path.clone(), data, rec.data_end, h, m)
-        }
+        Some((h, m)) => Sealed::with_index(rec.id(), path.clone(), data, rec.data_end, h, m),
         None => {
             tracing::warn!(index = %idx_path.display(), "index missing or damaged; rebuilding from frames");
             let idx = rebuild_index((*data).as_ref(), rec.epoch, rec.data_end)
                 .map_err(|(off, kind)| corrupt(&path, off, kind))?;
             let offsets: Vec<u64> = idx.locs.iter().map(|l| l.offset).collect();
             if !read_only {
-                write_index(
-                    vfs,
-                    &idx_path,
-                    rec.seq,
-                    rec.epoch,
-                    idx.base,
-                    &offsets,
-                    rec.data_end,
-                )?;
+                write_index(vfs, &idx_path, rec.id(), idx.base, &offsets, rec.data_end)?;
             }
             report.rebuilt_indexes.push(idx_path);
             Sealed::with_offsets(
-                rec.seq,
-                rec.epoch,
+                rec.id(),
                 path.clone(),
                 data,
                 rec.data_end,
@@ -236,8 +225,7 @@ fn open_sealed(
 pub(crate) fn write_index(
     vfs: &dyn Vfs,
     path: &Path,
-    seq: u64,
-    epoch: u64,
+    SegmentId { seq, epoch }: SegmentId,
     first: u64,
     offsets: &[u64],
     data_end: u64,
@@ -462,7 +450,7 @@ pub(crate) fn recover(dir: &Path, opts: &WalOptions) -> Result<Recovered> {
     };
     let (tail_file, tail_map) = map_file(vfs, &tail_path, mode)?;
     let data = (*tail_map).as_ref();
-    check_header(&tail_path, data, manifest.tail_seq, manifest.tail_epoch)?;
+    check_header(&tail_path, data, manifest.tail_id())?;
     let epoch = manifest.tail_epoch;
     let mut state = LogState {
         bounds: Bounds {

@@ -48,7 +48,7 @@ impl LogState {
         self.sealed.retain(|s| {
             let live = s.lo < s.hi && s.hi > first;
             if !live {
-                dead.push(s.seg.seq);
+                dead.push(s.seg.id.seq);
             }
             live
         });

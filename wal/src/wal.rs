@@ -8,6 +8,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::batch::{delete_batch, plan, Step};
 use crate::error::CorruptKind;
+use crate::format::SegmentId;
 use crate::format::{decode_frame, SEGMENT_HEADER_LEN};
 use crate::manifest::Manifest;
 use crate::recovery::{recover, RecoveryReport};
@@ -31,8 +32,7 @@ pub use verify::VerifyMode;
 struct Writer {
     file: Arc<dyn VfsFile>,
     path: PathBuf,
-    seq: u64,
-    epoch: u64,
+    id: SegmentId,
     offset: u64,
     capacity: u64,
     buf: Vec<u8>,
@@ -147,8 +147,10 @@ impl Wal {
         let writer = Writer {
             file: r.tail_file,
             path: r.state.active_path.clone(),
-            seq,
-            epoch: r.tail_epoch,
+            id: SegmentId {
+                seq,
+                epoch: r.tail_epoch,
+            },
             offset: r.write_offset,
             capacity: r.capacity,
             buf: Vec::new(),
@@ -311,15 +313,15 @@ impl Wal {
 
     fn encode(&self, w: &mut Writer, steps: &[Step], batch: &WriteBatch) -> writer::Encoded {
         // The writer lock is held, so the durable segment cannot change under us.
-        let durable_to = if self.durable_seg.load(Ordering::Acquire) == w.seq {
+        let durable_to = if self.durable_seg.load(Ordering::Acquire) == w.id.seq {
             self.durable_offset.load(Ordering::Acquire)
         } else {
             SEGMENT_HEADER_LEN
         };
         let Writer {
-            buf, epoch, offset, ..
+            buf, id, offset, ..
         } = w;
-        writer::encode_batch(buf, *epoch, *offset, durable_to, steps, batch)
+        writer::encode_batch(buf, id.epoch, *offset, durable_to, steps, batch)
     }
 
     /// `write` then `wait_durable`.
@@ -341,7 +343,7 @@ impl Wal {
             .iter()
             .map(|s| SegmentInfo {
                 path: s.seg.path.clone(),
-                seq: s.seg.seq,
+                seq: s.seg.id.seq,
                 first: Some(s.lo.max(st.bounds.first)),
                 last: Some(s.hi - 1),
                 sealed: true,
@@ -353,7 +355,7 @@ impl Wal {
         let live = st.active.end().filter(|_| !st.bounds.is_empty());
         out.push(SegmentInfo {
             path: w.path.clone(),
-            seq: w.seq,
+            seq: w.id.seq,
             first: live.map(|_| st.active.base.max(st.bounds.first)),
             last: live.map(|e| e - 1),
             sealed: false,

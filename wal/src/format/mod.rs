@@ -38,6 +38,17 @@ pub const MANIFEST_TMP: &str = "MANIFEST.tmp";
 /// Lock file name.
 pub const LOCK: &str = "LOCK";
 
+/// A segment's identity: its sequence number (its file name) and its epoch, the random salt
+/// in every frame checksum of this use of the file (frames left over from an earlier use of a
+/// recycled file never verify).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentId {
+    /// Sequence number.
+    pub seq: u64,
+    /// Checksum salt.
+    pub epoch: u64,
+}
+
 /// Frame types. 0 is invalid, so zeroed space never parses as a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]

@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 
 use crate::batch::Step;
 use crate::error::CorruptKind;
-use crate::format::{decode_frame, SEGMENT_HEADER_LEN};
+use crate::format::{decode_frame, SegmentId, SEGMENT_HEADER_LEN};
 use crate::vfs::Mapped;
 use crate::{Error, LogEntry, Result};
 
@@ -93,8 +93,7 @@ type Repair = Result<Option<Vec<u64>>, (u64, CorruptKind)>;
 
 /// A sealed, immutable segment.
 pub(crate) struct Sealed {
-    pub seq: u64,
-    pub epoch: u64,
+    pub id: SegmentId,
     pub path: PathBuf,
     pub data: Mapped,
     pub data_end: u64,
@@ -111,7 +110,7 @@ pub(crate) struct Sealed {
 impl std::fmt::Debug for Sealed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sealed")
-            .field("seq", &self.seq)
+            .field("seq", &self.id.seq)
             .field("path", &self.path)
             .field("first", &self.first)
             .field("count", &self.count)
@@ -156,10 +155,8 @@ pub(crate) fn rebuild_index(
 
 impl Sealed {
     /// A sealed segment read through its mapped index, whose header the caller verified.
-    #[allow(clippy::too_many_arguments)]
     pub fn with_index(
-        seq: u64,
-        epoch: u64,
+        id: SegmentId,
         path: PathBuf,
         data: Mapped,
         data_end: u64,
@@ -167,8 +164,7 @@ impl Sealed {
         index: Mapped,
     ) -> Self {
         Sealed {
-            seq,
-            epoch,
+            id,
             path,
             data,
             data_end,
@@ -181,8 +177,7 @@ impl Sealed {
 
     /// A sealed segment read through offsets held in memory.
     pub fn with_offsets(
-        seq: u64,
-        epoch: u64,
+        id: SegmentId,
         path: PathBuf,
         data: Mapped,
         data_end: u64,
@@ -190,8 +185,7 @@ impl Sealed {
         offsets: Vec<u64>,
     ) -> Self {
         Sealed {
-            seq,
-            epoch,
+            id,
             path,
             data,
             data_end,
@@ -227,8 +221,8 @@ impl Sealed {
                 limit: end,
             });
         }
-        let f =
-            decode_frame(&data[offset as usize..end as usize], self.epoch).map_err(|e| e.kind())?;
+        let f = decode_frame(&data[offset as usize..end as usize], self.id.epoch)
+            .map_err(|e| e.kind())?;
         reader::entry_from_frame(&f, index)
     }
 
@@ -264,7 +258,7 @@ impl Sealed {
     /// Checks the index's body checksum (a no-op for offsets rebuilt in memory).
     /// Verifies every frame up to `data_end` (a sealed segment was wholly durable).
     pub fn check_frames(&self) -> Result<(), (u64, CorruptKind)> {
-        rebuild_index((*self.data).as_ref(), self.epoch, self.data_end).map(drop)
+        rebuild_index((*self.data).as_ref(), self.id.epoch, self.data_end).map(drop)
     }
 
     pub fn check_index(&self) -> Result<(), CorruptKind> {
@@ -283,7 +277,7 @@ impl Sealed {
             }
             tracing::warn!(segment = %self.path.display(), "damaged index; rebuilding it from the frames");
         }
-        let idx = rebuild_index((*self.data).as_ref(), self.epoch, self.data_end)?;
+        let idx = rebuild_index((*self.data).as_ref(), self.id.epoch, self.data_end)?;
         if idx.base != self.first || (idx.locs.len() as u64) < self.count {
             return Err((
                 0,
@@ -309,8 +303,8 @@ impl SealedRef {
     /// How the manifest records it.
     pub fn record(&self) -> crate::manifest::SegmentRecord {
         crate::manifest::SegmentRecord {
-            seq: self.seg.seq,
-            epoch: self.seg.epoch,
+            seq: self.seg.id.seq,
+            epoch: self.seg.id.epoch,
             lo: self.lo,
             hi: self.hi,
             data_end: self.seg.data_end,

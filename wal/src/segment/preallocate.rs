@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crate::format::{segment_name, SegmentHeader, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
+use crate::format::{segment_name, SegmentHeader, SegmentId, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
 use crate::vfs::{OpenMode, Vfs, VfsFile};
 use crate::{Error, Result};
 
@@ -14,8 +14,7 @@ use crate::{Error, Result};
 /// written, and all of it durable, including its directory entry.
 #[derive(Debug)]
 pub(crate) struct Prepared {
-    pub seq: u64,
-    pub epoch: u64,
+    pub id: SegmentId,
     pub path: PathBuf,
     pub file: Arc<dyn VfsFile>,
     pub capacity: u64,
@@ -58,8 +57,10 @@ pub(crate) fn reuse(vfs: &dyn Vfs, dir: &Path, seq: u64, size: u64) -> Option<Pr
     file.read_exact_at(&mut b, 0).ok()?;
     let h = SegmentHeader::decode(&b).ok()?;
     (h.seq == seq).then_some(Prepared {
-        seq,
-        epoch: h.epoch,
+        id: SegmentId {
+            seq,
+            epoch: h.epoch,
+        },
         path,
         file,
         capacity: size.max(SEGMENT_HEADER_LEN),
@@ -141,8 +142,7 @@ pub(crate) fn prepare(
     file.sync_all().map_err(io("fsync segment"))?;
     vfs.sync_dir(dir).map_err(io("fsync directory"))?;
     Ok(Prepared {
-        seq,
-        epoch,
+        id: SegmentId { seq, epoch },
         path,
         file,
         capacity: size.max(SEGMENT_HEADER_LEN),

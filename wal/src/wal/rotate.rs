@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::batch::Bounds;
-use crate::format::{index_name, SEGMENT_HEADER_LEN};
+use crate::format::{index_name, SegmentId, SEGMENT_HEADER_LEN};
 use crate::manifest::{Manifest, SegmentRecord};
 use crate::recovery::write_index;
 use crate::segment::preallocate::{self, Next, Source};
@@ -65,7 +65,7 @@ impl Wal {
         {
             let mut s = lock(&self.sync);
             s.durable = s.durable.max(w.written);
-            self.durable_seg.store(w.seq, Ordering::Release);
+            self.durable_seg.store(w.id.seq, Ordering::Release);
             self.durable_offset.store(w.offset, Ordering::Release);
         }
         self.synced.notify_all();
@@ -83,8 +83,7 @@ impl Wal {
         let vfs = self.opts.vfs.as_ref();
         let data = w.file.map().map_err(|e| Error::io("map", &w.path, e))?;
         let sealed = Arc::new(Sealed::with_offsets(
-            w.seq,
-            w.epoch,
+            w.id,
             w.path.clone(),
             data,
             w.offset,
@@ -114,8 +113,8 @@ impl Wal {
         let mut records: Vec<SegmentRecord> = sealed_refs.iter().map(SealedRef::record).collect();
         if let Some(r) = &new_ref {
             records.push(SegmentRecord {
-                seq: w.seq,
-                epoch: w.epoch,
+                seq: w.id.seq,
+                epoch: w.id.epoch,
                 lo: r.lo,
                 hi: r.hi,
                 data_end: w.offset,
@@ -126,8 +125,8 @@ impl Wal {
             bounds,
             records,
             stable,
-            (next.seq, next.epoch, 0),
-            next.seq + 1,
+            (next.id, 0),
+            next.id.seq + 1,
         );
         manifest.write(vfs, &self.dir)?;
         // 5. Readers switch over.
@@ -136,7 +135,7 @@ impl Wal {
             if let Some(r) = new_ref {
                 st.sealed.push(r);
             } else {
-                st.dead.push(w.seq);
+                st.dead.push(w.id.seq);
             }
             // The sealed segment that falls out of the newest `cached_segments` (synced: its
             // pages are clean and can be dropped).
@@ -148,7 +147,7 @@ impl Wal {
             st.active = ActiveIndex::default();
             st.active_file = next.file.clone();
             st.active_path = next.path.clone();
-            st.active_epoch = next.epoch;
+            st.active_epoch = next.id.epoch;
             (std::mem::take(&mut st.dead), uncache)
         };
         if let Some(path) = uncache {
@@ -159,13 +158,13 @@ impl Wal {
         w.base = manifest;
         w.file = next.file;
         w.path = next.path;
-        w.seq = next.seq;
-        w.epoch = next.epoch;
+        w.id.seq = next.id.seq;
+        w.id.epoch = next.id.epoch;
         w.offset = SEGMENT_HEADER_LEN;
         w.capacity = next.capacity;
         self.durable_offset
             .store(SEGMENT_HEADER_LEN, Ordering::Release);
-        self.durable_seg.store(w.seq, Ordering::Release);
+        self.durable_seg.store(w.id.seq, Ordering::Release);
         self.remove_segments(w, &dead);
         self.prepare_next_if_due(w);
         self.stats.rotations.fetch_add(1, Ordering::Relaxed);
@@ -246,7 +245,7 @@ impl Wal {
             st.bounds,
             st.sealed.iter().map(SealedRef::record).collect(),
             st.stable.clone(),
-            (w.seq, w.epoch, w.offset),
+            (w.id, w.offset),
             w.base.next_seq,
         );
         drop(st);
@@ -261,9 +260,8 @@ impl Wal {
         let offsets: Vec<u64> = active.locs.iter().map(|l| l.offset).collect();
         write_index(
             self.opts.vfs.as_ref(),
-            &self.dir.join(index_name(w.seq)),
-            w.seq,
-            w.epoch,
+            &self.dir.join(index_name(w.id.seq)),
+            w.id,
             active.base,
             &offsets,
             w.offset,
@@ -273,13 +271,13 @@ impl Wal {
 }
 
 /// The manifest that follows `base`: the log's `bounds`, its `sealed` segments and `stable`
-/// keys, and its tail `(seq, epoch, replay from)`.
+/// keys, and its tail `(segment, replay from)`.
 fn next_manifest(
     base: &Manifest,
     bounds: Bounds,
     sealed: Vec<SegmentRecord>,
     stable: BTreeMap<Vec<u8>, Vec<u8>>,
-    (tail_seq, tail_epoch, tail_from): (u64, u64, u64),
+    (tail, tail_from): (SegmentId, u64),
     next_seq: u64,
 ) -> Manifest {
     Manifest {
@@ -288,8 +286,8 @@ fn next_manifest(
         next: bounds.next,
         next_seq,
         sealed,
-        tail_seq,
-        tail_epoch,
+        tail_seq: tail.seq,
+        tail_epoch: tail.epoch,
         tail_from,
         stable,
     }

@@ -121,7 +121,13 @@ impl Wal {
                         self.stats().writes
                     )));
                 }
-                (w.written, w.file.clone(), w.path.clone(), w.seq, w.offset)
+                (
+                    w.written,
+                    w.file.clone(),
+                    w.path.clone(),
+                    w.id.seq,
+                    w.offset,
+                )
             };
             let started = Instant::now();
             let r = self.sync_file(file.as_ref());
@@ -129,7 +135,7 @@ impl Wal {
                 // Under the writer lock (taken before the sync lock, the one order used), so a
                 // rotation cannot slip between the check and the update.
                 let w = lock(&self.writer);
-                if w.seq == seq {
+                if w.id.seq == seq {
                     self.durable_offset.fetch_max(offset, Ordering::AcqRel);
                 }
             }

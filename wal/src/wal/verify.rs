@@ -31,7 +31,7 @@ impl Wal {
         for s in &sealed {
             let seg = &s.seg;
             let mut found = seg.check_index().err().map(|kind| Error::Corrupt {
-                path: self.dir.join(index_name(seg.seq)),
+                path: self.dir.join(index_name(seg.id.seq)),
                 offset: 0,
                 indexes: Some((s.lo, s.hi.saturating_sub(1))),
                 kind,
