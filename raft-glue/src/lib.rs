@@ -80,7 +80,9 @@
 
 mod clock;
 mod error;
+mod log;
 mod mailbox;
+pub mod metrics;
 mod node;
 mod snapshot;
 mod state_machine;

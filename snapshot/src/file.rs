@@ -3,6 +3,7 @@
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
+use std::time::Instant;
 
 use raftwal_wal::vfs::{FileKind, OpenMode, StdVfs, Vfs, VfsFile};
 
@@ -186,7 +187,8 @@ impl FileSnapshotStore {
         let mut b = vec![0u8; len as usize];
         f.read_exact_at(&mut b, 0)
             .map_err(|e| Error::io("read", &path, e))?;
-        let m = SnapshotMeta::decode(&b, &path)?;
+        let m =
+            SnapshotMeta::decode(&b, &path).inspect_err(|_| crate::metrics::damaged("metadata"))?;
         if dir.file_name().and_then(|n| n.to_str()) != Some(m.id.as_str()) {
             return Err(Error::corrupt(
                 path,
@@ -228,8 +230,10 @@ impl FileSnapshotStore {
     fn reap(&self) -> Result<()> {
         let list = self.list()?;
         let protected = *crate::lock(&self.protected);
+        let mut kept = list.len().min(self.retain);
         for m in list.iter().skip(self.retain) {
             if Some((m.index, m.term)) == protected {
+                kept += 1;
                 continue;
             }
             let from = self.dir.join(&m.id);
@@ -240,6 +244,7 @@ impl FileSnapshotStore {
             self.sync_parent()?;
             self.remove_tree(&to)?;
         }
+        crate::metrics::retained(kept);
         Ok(())
     }
 }
@@ -290,6 +295,7 @@ impl SnapshotStore for FileSnapshotStore {
                 created,
             },
             failed: false,
+            started: Instant::now(),
         })
     }
 
@@ -357,6 +363,7 @@ pub struct FileSink {
     crc: crc32fast::Hasher,
     meta: SnapshotMeta,
     failed: bool,
+    started: Instant,
 }
 
 impl std::fmt::Debug for FileSink {
@@ -459,6 +466,7 @@ impl SnapshotSink for FileSink {
     fn commit(mut self) -> Result<SnapshotMeta> {
         match self.finish() {
             Ok(m) => {
+                crate::metrics::written(self.started.elapsed(), m.size);
                 self.tmp = PathBuf::new(); // committed: Drop must not remove it
                                            // The snapshot is durable whatever happens now; a failed reap only delays
                                            // reclaiming space (it is retried after the next commit).
@@ -519,6 +527,7 @@ impl FileReader {
     fn start(file: Arc<dyn VfsFile>, path: PathBuf, size: u64, expected: u32) -> Self {
         let (tx, rx) = mpsc::sync_channel(2);
         let p = path.clone();
+        let started = Instant::now();
         let produce = move || {
             let mut crc = crc32fast::Hasher::new();
             let mut offset = 0u64;
@@ -539,12 +548,16 @@ impl FileReader {
                 if offset == size {
                     let actual = crc.clone().finalize();
                     if actual != expected {
+                        crate::metrics::damaged("data");
                         let _ = tx.send(Err(io::Error::new(
                             io::ErrorKind::InvalidData,
                             Error::corrupt(&p, 0, CorruptKind::Checksum { expected, actual }),
                         )));
                         return;
                     }
+                }
+                if offset == size {
+                    crate::metrics::read(started.elapsed(), size);
                 }
                 if tx.send(Ok(chunk)).is_err() || offset == size {
                     return; // done, or the reader was dropped

@@ -29,6 +29,7 @@ mod error;
 mod file;
 mod mem;
 mod meta;
+pub mod metrics;
 
 use std::io::{Read, Write};
 

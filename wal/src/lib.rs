@@ -47,6 +47,7 @@ mod error;
 mod format;
 mod manifest;
 mod mem;
+pub mod metrics;
 mod options;
 mod recovery;
 mod segment;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Instant;
 
 use crate::batch::{delete_batch, plan, Step};
 use crate::error::CorruptKind;
@@ -38,6 +39,8 @@ struct Writer {
     buf: Vec<u8>,
     /// Sequence number of the last write.
     written: u64,
+    /// Bytes written to segments since open.
+    bytes: u64,
     /// The manifest as of the start of the active segment.
     base: Manifest,
     next: Next,
@@ -134,7 +137,9 @@ impl Wal {
     /// [`crate::RecoveryMode`]; [`Error::UnsupportedVersion`]; I/O errors.
     pub fn open(dir: impl AsRef<Path>, opts: WalOptions) -> Result<Wal> {
         let dir = dir.as_ref().to_path_buf();
+        let started = Instant::now();
         let r = recover(&dir, &opts)?;
+        crate::metrics::recovered(&dir, &r.report, started.elapsed());
         let seq = r.manifest.tail_seq;
         let mut free = r.free;
         let next = match r.prepared {
@@ -155,11 +160,12 @@ impl Wal {
             capacity: r.capacity,
             buf: Vec::new(),
             written: 0,
+            bytes: 0,
             base: r.manifest,
             next,
             free,
         };
-        Ok(Wal {
+        let wal = Wal {
             dir,
             state: RwLock::new(r.state),
             writer: Mutex::new(writer),
@@ -174,7 +180,24 @@ impl Wal {
             report: r.report,
             _lock: r.lock,
             opts,
-        })
+        };
+        if !wal.opts.is_read_only() {
+            ::metrics::gauge!(crate::metrics::POISONED).set(0.0);
+            let active = lock(&wal.writer).capacity;
+            wal.publish_sizes(active);
+        }
+        Ok(wal)
+    }
+
+    /// Publishes the live segments' count and size on disk (`active`: the active segment's).
+    fn publish_sizes(&self, active: u64) {
+        let st = self.read_state();
+        let sealed: u64 = st
+            .sealed
+            .iter()
+            .map(|s| (*s.seg.data).as_ref().len() as u64)
+            .sum();
+        crate::metrics::sizes(st.sealed.len() + 1, sealed + active);
     }
 
     /// The directory.
@@ -208,6 +231,7 @@ impl Wal {
 
     fn poison(&self) {
         self.poisoned.store(true, Ordering::SeqCst);
+        crate::metrics::poisoned(&self.dir);
         let _g = lock(&self.sync);
         self.sync_ends.fetch_add(1, Ordering::Release);
         self.synced.notify_all();
@@ -247,6 +271,7 @@ impl Wal {
         self.check_writable()?;
         let bounds = self.read_state().bounds;
         let steps = plan(bounds, &batch)?;
+        let entries = batch.entries.len() as u64;
         let mut enc = self.encode(&mut w, &steps, &batch);
         if w.offset + enc.len + TERMINATOR > w.capacity {
             if w.offset > SEGMENT_HEADER_LEN {
@@ -277,6 +302,7 @@ impl Wal {
         }
         w.offset += len;
         w.written += 1;
+        w.bytes += len;
         self.written.store(w.written, Ordering::Release);
         self.prepare_next_if_due(&mut w);
         let ticket = Ticket(w.written);
@@ -284,6 +310,7 @@ impl Wal {
             let mut st = self.write_state();
             for s in &steps {
                 st.apply_step(*s);
+                crate::metrics::step(s);
             }
             for (e, loc) in batch.entries.iter().zip(enc.locs) {
                 // `plan` checked contiguity, so the active index accepts every entry.
@@ -304,6 +331,7 @@ impl Wal {
             }
         }
         self.stats.writes.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::write(entries, len);
         drop(w);
         if self.opts.sync == SyncMode::None {
             lock(&self.sync).durable = ticket.0;
@@ -326,8 +354,11 @@ impl Wal {
 
     /// `write` then `wait_durable`.
     fn write_durable(&self, batch: WriteBatch) -> Result<()> {
+        let started = Instant::now();
         let t = self.write(batch)?;
-        self.wait_durable(t)
+        self.wait_durable(t)?;
+        ::metrics::histogram!(crate::metrics::WRITE_SECONDS).record(started.elapsed());
+        Ok(())
     }
 
     /// All stable keys and values.

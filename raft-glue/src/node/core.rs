@@ -70,6 +70,8 @@ pub(crate) struct Core<L: BatchStore, S: SnapshotStore, M, T> {
     pub(super) persist: Option<Sender<Job>>,
     /// When the next tick is due (the node's clock).
     pub(super) next_tick: Instant,
+    /// Its metrics.
+    pub(super) metrics: crate::metrics::NodeMetrics,
 }
 
 /// Whether an event brings new entries to persist: a proposal, or a leader's append.
@@ -201,11 +203,14 @@ where
             Event::Shutdown => return Some(Error::Shutdown),
             Event::Step { msg, peer } => {
                 if self.guard.admit(&self.node, &msg, peer, now, false) {
+                    self.metrics.received(msg.get_msg_type());
                     let _ = self.node.step(*msg);
                 }
             }
             Event::SnapshotReceived { msg, data, peer } => {
                 if self.guard.admit(&self.node, &msg, peer, now, true) {
+                    self.metrics.received(msg.get_msg_type());
+                    self.metrics.count_plain(crate::metrics::SNAPSHOTS_RECEIVED);
                     self.snapshots.received.push(data);
                     let _ = self.node.step(*msg);
                 } else {
@@ -249,6 +254,7 @@ where
 
     pub(super) fn send(&self, msgs: Vec<Message>) {
         for m in msgs {
+            self.metrics.sent(m.get_msg_type());
             if m.get_msg_type() == MessageType::MsgSnapshot {
                 self.stream_snapshot(m);
             } else {
@@ -307,6 +313,10 @@ where
         }
         let storage_err =
             |e: crate::storage::Error| Error::Storage(Cause::with("writing a Ready round", e));
+        if !rd.entries().is_empty() {
+            self.metrics.round_entries.record(rd.entries().len() as f64);
+        }
+        let submitted = Instant::now();
         if let Some(persist) = &self.persist {
             // Asynchronous: the round is readable now and durable once the persistence thread
             // says so; only then go the messages that acknowledge it. Proposals keep joining
@@ -320,6 +330,7 @@ where
                 number: rd.number(),
                 ticket,
                 msgs: rd.take_persisted_messages(),
+                submitted,
             };
             let persist = persist.clone();
             let committed = rd.take_committed_entries();
@@ -335,6 +346,7 @@ where
             .store()
             .append(rd.entries(), rd.hs())
             .map_err(storage_err)?;
+        self.metrics.persist.record(submitted.elapsed());
         self.apply(rd.take_committed_entries())?;
         self.send(rd.take_persisted_messages());
         let mut light = self.node.advance(rd);
@@ -365,6 +377,13 @@ where
             s.learners.clone_from(&learners);
             s.voters_outgoing.clone_from(&outgoing);
             drop(s);
+            tracing::info!(
+                node = self.cfg.id,
+                voters = ?voters,
+                learners = ?learners,
+                voters_outgoing = ?outgoing,
+                "membership changed"
+            );
             self.subscribers.publish(&NodeEvent::MembershipChanged {
                 voters,
                 learners,
@@ -394,6 +413,7 @@ where
         let dropped: u64 = self.guard.dropped().values().sum();
         let mut s = lock(&self.status);
         let changed = (s.leader, s.term) != (known, r.term);
+        let new_leader = s.leader != known;
         s.role = r.state.into();
         s.term = r.term;
         s.leader = known;
@@ -407,6 +427,17 @@ where
             self.dropped_seen = dropped;
         }
         drop(s);
+        let m = &self.metrics;
+        m.term.set(r.term as f64);
+        m.role(r.state);
+        m.commit.set(r.raft_log.committed as f64);
+        m.applied.set(self.applied as f64);
+        m.lag
+            .set(r.raft_log.committed.saturating_sub(self.applied) as f64);
+        if new_leader {
+            m.leader_changes.increment(1);
+            tracing::info!(node = r.id, term = r.term, leader = ?known, role = ?r.state, "leader changed");
+        }
         if changed {
             self.subscribers.publish(&NodeEvent::LeaderChanged {
                 leader: known,

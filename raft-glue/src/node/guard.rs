@@ -63,6 +63,12 @@ impl Guard {
             Ok(()) => true,
             Err(r) => {
                 *self.dropped.entry(r).or_default() += 1;
+                ::metrics::counter!(
+                    crate::metrics::DROPPED,
+                    "node" => self.id.to_string(),
+                    "reason" => r.to_string()
+                )
+                .increment(1);
                 false
             }
         }

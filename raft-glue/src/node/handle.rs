@@ -83,10 +83,11 @@ impl Node {
         if core.cfg.batch_proposals {
             let (jobs_tx, jobs_rx) = mpsc::channel();
             let (log, events) = (core.node.store().log_handle(), node.tx.clone());
+            let latency = core.metrics.persist.clone();
             node.persister = Mutex::new(Some(
                 std::thread::Builder::new()
                     .name(format!("raftwal-persist-{id}"))
-                    .spawn(move || persist_loop(log.as_ref(), &jobs_rx, &events))
+                    .spawn(move || persist_loop(log.as_ref(), &jobs_rx, &events, &latency))
                     .map_err(|e| spawn_err("the persistence thread", e))?,
             ));
             core.persist = Some(jobs_tx);
@@ -199,13 +200,23 @@ impl Node {
 
     /// The checks a command passes before it is queued: its size, the in-flight bound.
     fn admit(&self, command: &[u8]) -> Result<()> {
+        let refused = |outcome: &'static str| {
+            ::metrics::counter!(
+                crate::metrics::PROPOSALS,
+                "node" => self.id.to_string(),
+                "outcome" => outcome
+            )
+            .increment(1);
+        };
         if command.len() > self.max_command_size {
+            refused("too_large");
             return Err(Error::TooLarge {
                 size: command.len(),
                 max: self.max_command_size,
             });
         }
         if self.inflight.load(Ordering::SeqCst) >= self.max_pending {
+            refused("busy");
             return Err(Error::Busy);
         }
         Ok(())
@@ -542,7 +553,7 @@ where
     raft_cfg
         .validate()
         .map_err(|e| Error::Config(e.to_string()))?;
-    let logger = slog::Logger::root(slog::Discard, slog::o!());
+    let logger = crate::log::raft_logger(cfg.id);
     let raw = RawNode::new(&raft_cfg, storage, &logger)
         .map_err(|e| Error::storage("starting Raft", e))?;
     let (tx, rx) = mpsc::channel();
@@ -562,14 +573,15 @@ where
     } else {
         now
     };
+    let metrics = crate::metrics::NodeMetrics::new(cfg.id);
     let core = Core {
         node: raw,
         sm,
         transport: Arc::new(transport),
         events: tx.clone(),
         clock: cfg.clock.clone(),
-        proposals: Proposals::new(cfg.id),
-        reads: Reads::new(cfg.id, cfg.lease(), cfg.heartbeat()),
+        proposals: Proposals::new(cfg.id, metrics.clone()),
+        reads: Reads::new(cfg.id, cfg.lease(), cfg.heartbeat(), metrics.clone()),
         guard: Guard::new(cfg.id, quiet_until, cfg.max_term_gap),
         snapshots: SnapshotState {
             threshold: cfg.snapshot_threshold,
@@ -585,6 +597,7 @@ where
         subscribers: subscribers.clone(),
         was_leader: false,
         dropped_seen: 0,
+        metrics,
         persist: None,
         next_tick: now,
         cfg: cfg.clone(),

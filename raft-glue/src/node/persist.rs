@@ -15,11 +15,18 @@ pub(crate) struct Job {
     pub(crate) number: u64,
     pub(crate) ticket: Option<raftwal_wal::Ticket>,
     pub(crate) msgs: Vec<Message>,
+    /// When it was submitted.
+    pub(crate) submitted: std::time::Instant,
 }
 
 /// The persistence thread: one `wait` (one fsync) covers every round queued meanwhile; rounds
 /// are reported back in order. A failure stops the node; it is never retried.
-pub(crate) fn persist_loop<L: BatchStore>(log: &L, jobs: &Receiver<Job>, events: &Sender<Event>) {
+pub(crate) fn persist_loop<L: BatchStore>(
+    log: &L,
+    jobs: &Receiver<Job>,
+    events: &Sender<Event>,
+    latency: &metrics::Histogram,
+) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while let Ok(j) = jobs.try_recv() {
@@ -35,6 +42,7 @@ pub(crate) fn persist_loop<L: BatchStore>(log: &L, jobs: &Receiver<Job>, events:
             }
         }
         for j in batch {
+            latency.record(j.submitted.elapsed());
             let _ = events.send(Event::Persisted {
                 number: j.number,
                 msgs: j.msgs,

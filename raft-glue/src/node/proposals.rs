@@ -20,6 +20,7 @@ use raft::{RawNode, StateRole, Storage};
 use super::ids::{Ids, Kind};
 use crate::error::Error;
 use crate::mailbox::Reply;
+use crate::metrics::NodeMetrics;
 use crate::types::Applied;
 
 /// Proposals made by this node and not yet answered.
@@ -29,14 +30,16 @@ pub(crate) struct Proposals {
     pending: HashMap<u64, Reply>,
     /// Received this round, proposed together once the queue is drained.
     queued: Vec<(Vec<u8>, Reply)>,
+    metrics: NodeMetrics,
 }
 
 impl Proposals {
-    pub(crate) fn new(node: u64) -> Self {
+    pub(crate) fn new(node: u64, metrics: NodeMetrics) -> Self {
         Proposals {
             ids: Ids::new(node),
             pending: HashMap::new(),
             queued: Vec::new(),
+            metrics,
         }
     }
 
@@ -73,6 +76,7 @@ impl Proposals {
         m.from = node.raft.id;
         m.set_entries(entries.into());
         if node.raft.state == StateRole::Leader && node.raft.step(m).is_ok() {
+            self.metrics.accepted.increment(replies.len() as u64);
             self.pending.extend(replies);
         } else {
             // Raft drops a round during a transfer, or beyond its uncommitted bytes.
@@ -83,7 +87,14 @@ impl Proposals {
             } else {
                 Error::Busy
             };
+            let outcome = match e {
+                Error::Dropped => "dropped",
+                Error::Busy => "busy",
+                _ => "not_leader",
+            };
             for (_, reply) in replies {
+                self.metrics
+                    .count(crate::metrics::PROPOSALS, "outcome", outcome.into());
                 reply.send(Err(e.clone()));
             }
         }

@@ -59,6 +59,7 @@ use super::ids::{Ids, Kind};
 use super::proposals::not_leader;
 use crate::error::{Error, Result};
 use crate::mailbox::ReadRequest;
+use crate::metrics::NodeMetrics;
 use crate::types::{ReadPoint, ReadVia};
 
 /// Who waits for a read point.
@@ -188,10 +189,16 @@ pub(crate) struct Reads {
     /// A leader renews its lease this often.
     renew_every: Duration,
     next_renewal: Option<Instant>,
+    metrics: NodeMetrics,
 }
 
 impl Reads {
-    pub(crate) fn new(node: u64, lease: Duration, heartbeat: Duration) -> Self {
+    pub(crate) fn new(
+        node: u64,
+        lease: Duration,
+        heartbeat: Duration,
+        metrics: NodeMetrics,
+    ) -> Self {
         Reads {
             ids: Ids::new(node),
             lease: Lease {
@@ -204,6 +211,7 @@ impl Reads {
             retry: heartbeat * 2,
             renew_every: heartbeat,
             next_renewal: None,
+            metrics,
         }
     }
 
@@ -227,7 +235,15 @@ impl Reads {
                 return;
             }
         }
+        if matches!(waiter, Waiter::Lease(_)) && !self.lease.holds(node, now) {
+            let term = node.raft.term;
+            if self.lease.until.is_some_and(|(t, u)| t == term && now >= u) {
+                self.metrics.count_plain(crate::metrics::LEASE_EXPIRIES);
+            }
+        }
         if matches!(waiter, Waiter::Lease(_)) && self.lease.holds(node, now) {
+            self.metrics
+                .count(crate::metrics::READS, "via", "lease".into());
             let index = node.raft.raft_log.committed;
             self.wait_applied(index, waiter, ReadVia::Lease, applied);
             return;
@@ -346,6 +362,10 @@ impl Reads {
             };
             if let Some((at, Some(term))) = p.first_issued {
                 self.lease.extend(node, at, term);
+            }
+            if !matches!(p.waiter, Waiter::Renew) {
+                self.metrics
+                    .count(crate::metrics::READS, "via", "read_index".into());
             }
             self.wait_applied(rs.index, p.waiter, ReadVia::ReadIndex, applied);
         }

@@ -52,14 +52,27 @@ where
         let to = msg.to;
         let store = self.node.store().snapshots_handle();
         let (transport, events) = (self.transport.clone(), self.events.clone());
+        let metrics = self.metrics.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("raftwal-snapshot-to-{to}"))
             .spawn(move || {
+                let started = std::time::Instant::now();
                 let id = String::from_utf8_lossy(msg.get_snapshot().get_data()).into_owned();
                 let ok = match store.open(&id) {
                     Ok((meta, mut data)) => transport.send_snapshot(msg, &meta, &mut data).is_ok(),
                     Err(_) => false,
                 };
+                if ok {
+                    metrics.seconds(crate::metrics::SNAPSHOT_SEND_SECONDS, started.elapsed());
+                } else {
+                    tracing::warn!(
+                        node = metrics.node,
+                        to,
+                        snapshot = id,
+                        "could not send a snapshot"
+                    );
+                }
+                metrics.count(crate::metrics::SNAPSHOTS_SENT, "ok", ok.to_string());
                 let _ = events.send(Event::SnapshotSent { to, ok });
             });
         if spawned.is_err() {
@@ -178,6 +191,7 @@ where
     /// Installs a snapshot Raft accepted: commits the received data, records it (log emptied,
     /// configuration and hard state) in one batch, then restores the state machine from it.
     pub(super) fn install(&mut self, meta: &SnapshotMetadata) -> Result<()> {
+        let started = std::time::Instant::now();
         let mark = (meta.index, meta.term);
         let Some(pos) = self
             .snapshots
@@ -213,6 +227,16 @@ where
         }
         self.publish_conf(meta.get_conf_state());
         self.reads.applied(self.applied);
+        self.metrics
+            .seconds(crate::metrics::SNAPSHOT_INSTALL_SECONDS, started.elapsed());
+        self.metrics
+            .count_plain(crate::metrics::SNAPSHOTS_INSTALLED);
+        tracing::info!(
+            node = self.cfg.id,
+            index = meta.index,
+            term = meta.term,
+            "installed a snapshot from the leader"
+        );
         Ok(())
     }
 }

@@ -96,6 +96,11 @@ pub(crate) fn prepare(
         let path = path.clone();
         move |e| Error::io(op, path, e)
     };
+    crate::metrics::prepared(match &source {
+        Source::Recycle(_) => "recycled",
+        Source::New { zero_fill: true } => "zero_filled",
+        Source::New { zero_fill: false } => "sparse",
+    });
     let file = match &source {
         Source::Recycle(from) => {
             vfs.rename(from, &path).map_err(io("recycle segment"))?;

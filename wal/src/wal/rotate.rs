@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::batch::Bounds;
 use crate::format::{index_name, SegmentId, SEGMENT_HEADER_LEN};
@@ -60,11 +61,14 @@ impl Wal {
     /// lock held; on error the caller poisons the WAL.
     pub(super) fn rotate(&self, w: &mut Writer) -> Result<()> {
         // 1. Everything written so far becomes durable.
+        let started = Instant::now();
         self.sync_file(w.file.as_ref())
             .map_err(|e| Error::io("fdatasync", &w.path, e))?;
+        crate::metrics::fsync(started.elapsed());
         {
             let mut s = lock(&self.sync);
             s.durable = s.durable.max(w.written);
+            s.durable_bytes = s.durable_bytes.max(w.bytes);
             self.durable_seg.store(w.id.seq, Ordering::Release);
             self.durable_offset.store(w.offset, Ordering::Release);
         }
@@ -91,6 +95,7 @@ impl Wal {
             offsets,
         ));
         // 3. The next segment.
+        let waited = Instant::now();
         let next = match w.next.take() {
             Some(p) => p?,
             None => {
@@ -104,6 +109,7 @@ impl Wal {
                 )?
             }
         };
+        ::metrics::histogram!(crate::metrics::PREPARE_WAIT_SECONDS).record(waited.elapsed());
         // 4. The manifest names the new tail; its base state is the state now.
         let new_ref = active.end().map(|end| SealedRef {
             seg: sealed.clone(),
@@ -168,6 +174,8 @@ impl Wal {
         self.remove_segments(w, &dead);
         self.prepare_next_if_due(w);
         self.stats.rotations.fetch_add(1, Ordering::Relaxed);
+        ::metrics::counter!(crate::metrics::ROTATIONS).increment(1);
+        self.publish_sizes(w.capacity);
         Ok(())
     }
 
@@ -219,6 +227,7 @@ impl Wal {
         self.remove_segments(w, &dead);
         // A preparation that has not started yet can recycle a retired file now.
         self.prepare_next_if_due(w);
+        self.publish_sizes(w.capacity);
         Ok(())
     }
 

@@ -27,6 +27,8 @@ pub(super) struct SyncState {
     last_sync: Duration,
     /// `durable` before the last fsync.
     durable_before: u64,
+    /// Bytes written (the writer's count) that are durable.
+    pub(super) durable_bytes: u64,
     /// Threads asleep on `synced`: the only ones a finished fsync must wake.
     sleepers: usize,
 }
@@ -110,7 +112,7 @@ impl Wal {
                     std::thread::yield_now();
                 }
             }
-            let (target, file, path, seq, offset) = {
+            let (target, target_bytes, file, path, seq, offset) = {
                 let w = lock(&self.writer);
                 if ticket.0 > w.written {
                     drop(w);
@@ -123,6 +125,7 @@ impl Wal {
                 }
                 (
                     w.written,
+                    w.bytes,
                     w.file.clone(),
                     w.path.clone(),
                     w.id.seq,
@@ -131,7 +134,9 @@ impl Wal {
             };
             let started = Instant::now();
             let r = self.sync_file(file.as_ref());
+            let took = started.elapsed();
             if r.is_ok() {
+                crate::metrics::fsync(took);
                 // Under the writer lock (taken before the sync lock, the one order used), so a
                 // rotation cannot slip between the check and the update.
                 let w = lock(&self.writer);
@@ -144,10 +149,13 @@ impl Wal {
                 Ok(()) => {
                     g.durable_before = g.durable;
                     g.durable = g.durable.max(target);
-                    g.last_sync = started.elapsed();
+                    g.last_sync = took;
                     // The next group: as many writes as this fsync covered, but no more than
                     // there are threads waiting (a pipelined writer waits alone).
                     let covered = target.saturating_sub(g.durable_before);
+                    let bytes = target_bytes.saturating_sub(g.durable_bytes);
+                    g.durable_bytes = g.durable_bytes.max(target_bytes);
+                    crate::metrics::group(covered, bytes);
                     g.last_group = g.waiters.min(covered as usize);
                     self.stats.syncs.fetch_add(1, Ordering::Relaxed);
                     self.end_sync(&mut g);
@@ -156,6 +164,7 @@ impl Wal {
                     // Poisoned before the fsync ends, so no waiter can lead a retry: after a
                     // failed fsync the page cache may no longer hold what it failed to write.
                     self.poisoned.store(true, Ordering::SeqCst);
+                    crate::metrics::poisoned(&self.dir);
                     self.end_sync(&mut g);
                     return Err(Error::io("fdatasync", path, e));
                 }
