@@ -136,6 +136,10 @@ struct BenchArgs {
     /// No progress bars.
     #[arg(long)]
     no_progress: bool,
+    /// Install no metrics recorder (the report then lacks the WAL's own fsync and group-size
+    /// figures): the engine's hot path measured without one.
+    #[arg(long)]
+    no_recorder: bool,
 }
 
 /// The largest entry `bench` writes: far beyond any Raft command, well within memory.
@@ -179,6 +183,7 @@ fn main() -> ExitCode {
             cluster,
             plot,
             no_progress,
+            no_recorder,
         }) => (|| -> Result<ExitCode, Box<dyn std::error::Error + Send + Sync>> {
             let dir = match dir {
                 Some(d) => d,
@@ -241,9 +246,14 @@ fn main() -> ExitCode {
                 phase * (21.0 + cfg.threads.len() as f64) + 3.0,
                 cfg.dir.display()
             );
-            let rep = bench::run(&cfg)?;
+            let recorder = (!no_recorder).then(bench::recorded::install).transpose()?;
+            let mut rep = bench::run(&cfg)?;
+            rep.wal_metrics = recorder.as_ref().map(bench::recorded::summarize);
             use std::io::Write;
             write!(out, "{}", bench::table(&rep))?;
+            if let Some(m) = &rep.wal_metrics {
+                write!(out, "{}", bench::recorded::table(m))?;
+            }
             if let Some(p) = json {
                 std::fs::write(&p, serde_json::to_string_pretty(&rep)?)
                     .map_err(|e| format!("{}: {e}", p.display()))?;

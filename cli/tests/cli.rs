@@ -253,6 +253,11 @@ fn quick_bench_reports_every_figure_as_json() {
         assert!(v["machine"].get(k).is_some(), "machine.{k}");
     }
     assert!(v["machine"]["cpus"].as_u64().unwrap() >= 1);
+    // The WAL's own figures, from the recorder the bench installs.
+    let m = &v["wal_metrics"];
+    assert!(m["fsync_seconds"]["count"].as_u64().unwrap() > 0, "{m}");
+    assert!(m["group_writes"]["max"].as_f64().unwrap() >= 1.0, "{m}");
+    assert!(text(&o).contains("writes per group fsync"));
     let rows = v["rows"].as_array().unwrap();
     let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
     for want in [

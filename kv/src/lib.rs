@@ -25,6 +25,7 @@
 
 pub mod certs;
 pub mod client;
+mod metrics;
 pub mod protocol;
 mod reactor;
 pub mod server;

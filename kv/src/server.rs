@@ -52,6 +52,9 @@ pub struct Args {
     /// Client connections served at once.
     #[arg(long, default_value_t = 1024)]
     pub max_clients: usize,
+    /// Serve the node's metrics in Prometheus text format at `http://ADDR/metrics`.
+    #[arg(long)]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Args {
@@ -72,6 +75,7 @@ impl Args {
             snapshot_every: 8192,
             max_line: 64 * 1024,
             max_clients: 1024,
+            metrics_addr: None,
         }
     }
 }
@@ -80,6 +84,7 @@ impl Args {
 pub struct KvServer {
     node: Arc<Node>,
     client: SocketAddr,
+    metrics: Option<SocketAddr>,
     stop: Arc<AtomicBool>,
     accept: Option<std::thread::JoinHandle<()>>,
     _raft: TcpServer,
@@ -103,6 +108,8 @@ impl KvServer {
             .peers
             .get(&args.id)
             .ok_or("--peers must include --id")?;
+        // The recorder first: the stores and the node register their series as they start.
+        let metrics = args.metrics_addr.map(crate::metrics::serve).transpose()?;
         let opts = if args.plaintext {
             TcpOptions::plaintext()
         } else {
@@ -168,6 +175,7 @@ impl KvServer {
             .map_err(|e| format!("start the client port: {e}"))?;
         Ok(KvServer {
             node,
+            metrics,
             client,
             stop,
             accept: Some(accept),
@@ -183,6 +191,11 @@ impl KvServer {
     /// Where clients connect.
     pub fn client_addr(&self) -> SocketAddr {
         self.client
+    }
+
+    /// Where the metrics are served (`--metrics-addr`), if they are.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
     }
 
     /// Waits until the node stops; returns why.

@@ -34,9 +34,14 @@ struct Server {
 impl Server {
     /// Starts `raftwal-kv serve` through `sh -c '<limits>; exec …'`.
     fn start(dir: &Path, limits: &str) -> Server {
+        Self::start_with(dir, limits, "")
+    }
+
+    /// As [`Server::start`], with `extra` arguments to `serve`.
+    fn start_with(dir: &Path, limits: &str, extra: &str) -> Server {
         let (raft, client) = (common::port(), common::port());
         let cmd = format!(
-            "{limits} exec '{}' serve --plaintext --id 1 --peers 1={raft} --client {client} --dir '{}'",
+            "{limits} exec '{}' serve --plaintext --id 1 --peers 1={raft} --client {client} --dir '{}' {extra}",
             kv_binary().display(),
             dir.display()
         );
@@ -195,4 +200,51 @@ fn a_node_whose_storage_fails_exits_with_the_reason() {
     let err = s.stderr.lock().unwrap().clone();
     assert!(err.contains("stopped"), "{err}");
     assert!(err.to_lowercase().contains("error"), "{err}");
+}
+
+fn http(addr: SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(request);
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// `--metrics-addr` serves every metric in Prometheus text format, answers only `GET /metrics`,
+/// refuses an oversized request head, and the node logs to stderr (`RUST_LOG` filtered).
+#[test]
+fn metrics_are_served_to_prometheus_and_logs_go_to_stderr() {
+    let d = tempfile::tempdir().unwrap();
+    let m = common::port();
+    let s = Server::start_with(d.path(), "", &format!("--metrics-addr {m}"));
+    assert_eq!(
+        s.request("SET a 1").as_deref().map(|r| r.starts_with("OK")),
+        Some(true)
+    );
+    assert_eq!(s.request("GET a").as_deref(), Some("VALUE 1"));
+    let body = http(m, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    for want in [
+        "# HELP raftwal_wal_fsync_duration_seconds",
+        "raftwal_wal_fsync_duration_seconds_count ",
+        "raftwal_raft_role{node=\"1\"} 3",
+        "raftwal_raft_proposals_total{node=\"1\",outcome=\"accepted\"}",
+        "raftwal_raft_reads_total{node=\"1\",via=\"read_index\"}",
+        "raftwal_wal_live_segments ",
+    ] {
+        assert!(body.contains(want), "{want} missing from:\n{body}");
+    }
+    assert!(http(m, b"GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
+    // Over the 8 KiB bound, but all of it read by the server (no reset loses the answer).
+    let mut big = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
+    big.resize(9000, b'a');
+    assert!(http(m, &big).starts_with("HTTP/1.1 431"));
+    assert_eq!(
+        s.request("GET a").as_deref(),
+        Some("VALUE 1"),
+        "still serving"
+    );
+    let logs = s.stderr.lock().unwrap().clone();
+    assert!(logs.contains("leader changed"), "{logs}");
 }

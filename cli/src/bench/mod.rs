@@ -17,6 +17,7 @@ pub mod machine;
 mod phases;
 pub mod plot;
 pub mod raw;
+pub mod recorded;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -130,6 +131,8 @@ pub struct Report {
     pub comparison: Vec<CompareRow>,
     /// Total wall time.
     pub total_seconds: f64,
+    /// What the WAL itself recorded (absent with `--no-recorder`).
+    pub wal_metrics: Option<recorded::WalMetrics>,
 }
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -454,6 +457,7 @@ pub fn run(cfg: &Config) -> Result<Report, Error> {
         rows: r.rows,
         comparison,
         total_seconds: started.elapsed().as_secs_f64(),
+        wal_metrics: None,
     })
 }
 
