@@ -1,4 +1,4 @@
-//! The Raft node's metrics, recorded through the [`metrics`](::metrics) facade (see
+//! The Raft node's metrics, recorded through the [`metrics`] facade (see
 //! `raftwal_wal::metrics` for the conventions; install the recorder before starting nodes).
 //! Every series carries a `node` label, the node's id; `README.md` lists them all.
 

@@ -1,4 +1,4 @@
-//! The snapshot store's metrics, recorded through the [`metrics`](::metrics) facade (see
+//! The snapshot store's metrics, recorded through the [`metrics`] facade (see
 //! `raftwal_wal::metrics` for the conventions); `README.md` lists them all.
 
 use std::time::Duration;
