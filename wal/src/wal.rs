@@ -117,6 +117,7 @@ pub struct Wal {
     durable_offset: AtomicU64,
     report: RecoveryReport,
     _lock: Option<Box<dyn Send + Sync>>,
+    metrics: crate::metrics::Handles,
 }
 
 impl std::fmt::Debug for Wal {
@@ -166,6 +167,7 @@ impl Wal {
             free,
         };
         let wal = Wal {
+            metrics: crate::metrics::Handles::new(),
             dir,
             state: RwLock::new(r.state),
             writer: Mutex::new(writer),
@@ -310,7 +312,7 @@ impl Wal {
             let mut st = self.write_state();
             for s in &steps {
                 st.apply_step(*s);
-                crate::metrics::step(s);
+                self.metrics.step(s);
             }
             for (e, loc) in batch.entries.iter().zip(enc.locs) {
                 // `plan` checked contiguity, so the active index accepts every entry.
@@ -331,7 +333,7 @@ impl Wal {
             }
         }
         self.stats.writes.fetch_add(1, Ordering::Relaxed);
-        crate::metrics::write(entries, len);
+        self.metrics.write(entries, len);
         drop(w);
         if self.opts.sync == SyncMode::None {
             lock(&self.sync).durable = ticket.0;
@@ -357,7 +359,7 @@ impl Wal {
         let started = Instant::now();
         let t = self.write(batch)?;
         self.wait_durable(t)?;
-        ::metrics::histogram!(crate::metrics::WRITE_SECONDS).record(started.elapsed());
+        self.metrics.write_seconds.record(started.elapsed());
         Ok(())
     }
 

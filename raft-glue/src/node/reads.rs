@@ -242,8 +242,7 @@ impl Reads {
             }
         }
         if matches!(waiter, Waiter::Lease(_)) && self.lease.holds(node, now) {
-            self.metrics
-                .count(crate::metrics::READS, "via", "lease".into());
+            self.metrics.reads_lease.increment(1);
             let index = node.raft.raft_log.committed;
             self.wait_applied(index, waiter, ReadVia::Lease, applied);
             return;
@@ -364,8 +363,7 @@ impl Reads {
                 self.lease.extend(node, at, term);
             }
             if !matches!(p.waiter, Waiter::Renew) {
-                self.metrics
-                    .count(crate::metrics::READS, "via", "read_index".into());
+                self.metrics.reads_index.increment(1);
             }
             self.wait_applied(rs.index, p.waiter, ReadVia::ReadIndex, applied);
         }

@@ -64,7 +64,7 @@ impl Wal {
         let started = Instant::now();
         self.sync_file(w.file.as_ref())
             .map_err(|e| Error::io("fdatasync", &w.path, e))?;
-        crate::metrics::fsync(started.elapsed());
+        self.metrics.fsync(started.elapsed());
         {
             let mut s = lock(&self.sync);
             s.durable = s.durable.max(w.written);

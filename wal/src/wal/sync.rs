@@ -136,7 +136,7 @@ impl Wal {
             let r = self.sync_file(file.as_ref());
             let took = started.elapsed();
             if r.is_ok() {
-                crate::metrics::fsync(took);
+                self.metrics.fsync(took);
                 // Under the writer lock (taken before the sync lock, the one order used), so a
                 // rotation cannot slip between the check and the update.
                 let w = lock(&self.writer);
@@ -155,7 +155,7 @@ impl Wal {
                     let covered = target.saturating_sub(g.durable_before);
                     let bytes = target_bytes.saturating_sub(g.durable_bytes);
                     g.durable_bytes = g.durable_bytes.max(target_bytes);
-                    crate::metrics::group(covered, bytes);
+                    self.metrics.group(covered, bytes);
                     g.last_group = g.waiters.min(covered as usize);
                     self.stats.syncs.fetch_add(1, Ordering::Relaxed);
                     self.end_sync(&mut g);
