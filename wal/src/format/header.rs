@@ -1,7 +1,8 @@
 //! The fixed header at the start of every segment file.
 
 use super::{
-    get_u32, get_u64, put_u32, put_u64, FORMAT_VERSION, SEGMENT_HEADER_LEN, SEGMENT_MAGIC,
+    check_fixed_header, get_u64, put_u32, put_u64, FORMAT_VERSION, SEGMENT_HEADER_LEN,
+    SEGMENT_MAGIC,
 };
 use crate::error::CorruptKind;
 
@@ -41,18 +42,7 @@ impl SegmentHeader {
                 available: b.len() as u64,
             });
         }
-        if b[..8] != SEGMENT_MAGIC {
-            return Err(CorruptKind::BadMagic);
-        }
-        let expected = get_u32(b, 60);
-        let actual = crc32fast::hash(&b[..60]);
-        if expected != actual {
-            return Err(CorruptKind::Checksum { expected, actual });
-        }
-        let found = get_u32(b, 8);
-        if found != FORMAT_VERSION {
-            return Err(CorruptKind::Version { found });
-        }
+        check_fixed_header(b, &SEGMENT_MAGIC)?;
         Ok(SegmentHeader {
             seq: get_u64(b, 16),
             epoch: get_u64(b, 24),

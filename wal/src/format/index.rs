@@ -6,7 +6,10 @@
 //! the offsets. The header is verified at open; the body checksum lazily, the first time a read
 //! finds an offset that does not lead to the expected frame.
 
-use super::{get_u32, get_u64, put_u32, put_u64, FORMAT_VERSION, INDEX_HEADER_LEN, INDEX_MAGIC};
+use super::{
+    check_fixed_header, get_u32, get_u64, put_u32, put_u64, FORMAT_VERSION, INDEX_HEADER_LEN,
+    INDEX_MAGIC,
+};
 use crate::error::CorruptKind;
 
 /// The parsed header of an index file.
@@ -56,18 +59,7 @@ pub fn decode_header(b: &[u8]) -> Result<IndexHeader, CorruptKind> {
             available: b.len() as u64,
         });
     }
-    if b[..8] != INDEX_MAGIC {
-        return Err(CorruptKind::BadMagic);
-    }
-    let expected = get_u32(b, 60);
-    let actual = crc32fast::hash(&b[..60]);
-    if expected != actual {
-        return Err(CorruptKind::Checksum { expected, actual });
-    }
-    let found = get_u32(b, 8);
-    if found != FORMAT_VERSION {
-        return Err(CorruptKind::Version { found });
-    }
+    check_fixed_header(b, &INDEX_MAGIC)?;
     let count = get_u64(b, 40);
     let body = (b.len() - INDEX_HEADER_LEN - 4) as u64;
     if count.checked_mul(8) != Some(body) {

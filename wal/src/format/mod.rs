@@ -1,6 +1,8 @@
 //! Every on-disk constant and codec. The byte-level layout is documented in `wal/FORMAT.md`;
 //! keep the two in step.
 
+use crate::error::CorruptKind;
+
 mod frame;
 mod header;
 pub(crate) mod index;
@@ -109,6 +111,24 @@ pub(crate) fn get_u64(b: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[at..at + 8]);
     u64::from_le_bytes(a)
+}
+
+/// Checks the 64-byte header segment and index files share: `magic` first, the format version
+/// at 8, a checksum of the first 60 bytes at 60. The caller checked that `b` holds 64 bytes.
+pub(crate) fn check_fixed_header(b: &[u8], magic: &[u8; 8]) -> Result<(), CorruptKind> {
+    if b[..8] != magic[..] {
+        return Err(CorruptKind::BadMagic);
+    }
+    let expected = get_u32(b, 60);
+    let actual = crc32fast::hash(&b[..60]);
+    if expected != actual {
+        return Err(CorruptKind::Checksum { expected, actual });
+    }
+    let found = get_u32(b, 8);
+    if found != FORMAT_VERSION {
+        return Err(CorruptKind::Version { found });
+    }
+    Ok(())
 }
 
 /// The file name of segment `seq`.
