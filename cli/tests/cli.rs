@@ -7,25 +7,12 @@
 )]
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use raftwal_snapshot::{FileSnapshotStore, SnapshotSink, SnapshotStore};
 use raftwal_wal::{LogEntry, LogStore, StableStore, Wal, WalOptions};
 
-fn raftwal(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_raftwal"))
-        .args(args)
-        .output()
-        .expect("run raftwal")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+mod common;
+use common::{raftwal, text};
 
 /// A WAL with sealed and active segments, stable keys, and a snapshot directory.
 fn generate(dir: &Path) {

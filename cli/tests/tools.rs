@@ -12,27 +12,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use raftwal_snapshot::{FileSnapshotStore, SnapshotSink, SnapshotStore};
 use raftwal_wal::{LogEntry, LogStore, StableStore, Wal, WalOptions};
 
-fn raftwal(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_raftwal"))
-        .args(args)
-        .output()
-        .expect("run raftwal")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+mod common;
+use common::{raftwal, text};
 
 /// Every file under `dir`: size and modification time.
 fn tree(dir: &Path) -> BTreeMap<PathBuf, (u64, SystemTime)> {

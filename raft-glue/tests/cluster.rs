@@ -377,14 +377,7 @@ fn add_voter_remove_server_and_transfer_leadership() {
 fn a_failed_fsync_stops_the_node_cleanly() {
     use raftwal_wal::vfs::{SimFaults, SimVfs};
     let vfs = SimVfs::new(1);
-    let wal = Wal::open(
-        "/n1",
-        WalOptions::default()
-            .segment_size(64 << 10)
-            .vfs(Arc::new(vfs.process())),
-    )
-    .unwrap();
-    let storage = RaftStorage::new(wal, raftwal_snapshot::MemSnapshotStore::new(1).unwrap());
+    let storage = stores::simulated(1, &vfs);
     let cfg = Config {
         tick: Duration::from_millis(10),
         ..Config::new(1, vec![1])

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use raft::eraftpb::{Message, MessageType};
-use raftwal_glue::{Config, NodeError, RaftStorage, Role};
+use raftwal_glue::{Config, NodeError, Role};
 use raftwal_snapshot::{FileSnapshotStore, SnapshotSink, SnapshotStore};
 use raftwal_wal::vfs::{CrashPolicy, SimFaults, SimVfs, Vfs};
 use raftwal_wal::{LogEntry, LogStore, StableStore, Wal, WalOptions};
@@ -280,14 +280,7 @@ fn a_workload_moves_every_documented_metric_and_a_stopped_node_logs_why() {
 /// A node whose WAL fails an fsync stops, and logs why at error level.
 fn stopped_node_logs_why() {
     let vfs = SimVfs::new(1);
-    let wal = Wal::open(
-        "/n1",
-        WalOptions::default()
-            .segment_size(64 << 10)
-            .vfs(Arc::new(vfs.process())),
-    )
-    .unwrap();
-    let storage = RaftStorage::new(wal, raftwal_snapshot::MemSnapshotStore::new(1).unwrap());
+    let storage = stores::simulated(7, &vfs);
     let net = raftwal_glue::MemNetwork::new();
     let node = raftwal_glue::Node::start(
         echo::quick(Config::new(7, vec![7])),

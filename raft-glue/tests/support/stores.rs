@@ -40,3 +40,22 @@ pub fn put_snapshot<S: SnapshotStore>(store: &S, index: u64, term: u64) -> Resul
         .map_err(|e| e.to_string())?;
     sink.commit().map(drop).map_err(|e| e.to_string())
 }
+
+/// Stores on a simulated file system (to inject faults): a WAL at `/n{id}` and snapshots in
+/// memory.
+pub fn simulated(
+    id: u64,
+    vfs: &raftwal_wal::vfs::SimVfs,
+) -> RaftStorage<Wal, raftwal_snapshot::MemSnapshotStore> {
+    let wal = Wal::open(
+        format!("/n{id}"),
+        WalOptions::default()
+            .segment_size(64 << 10)
+            .vfs(std::sync::Arc::new(vfs.process())),
+    )
+    .expect("open the WAL");
+    RaftStorage::new(
+        wal,
+        raftwal_snapshot::MemSnapshotStore::new(1).expect("a snapshot store"),
+    )
+}
