@@ -16,8 +16,8 @@ use raftwal_wal::{Wal, WalOptions};
 
 use crate::store::Kv;
 
-/// The cluster id in every peer handshake.
-const CLUSTER_ID: u64 = 0x6b76;
+/// The cluster id every peer handshake carries unless `--cluster-id` says otherwise.
+pub const DEFAULT_CLUSTER_ID: u64 = 0x6b76;
 /// How long a client request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -55,6 +55,10 @@ pub struct Args {
     /// Serve the node's metrics in Prometheus text format at `http://ADDR/metrics`.
     #[arg(long)]
     pub metrics_addr: Option<SocketAddr>,
+    /// The cluster's id, the same on every node: peers of another cluster are refused at the
+    /// handshake (give each cluster its own when several share hosts, in plaintext above all).
+    #[arg(long, default_value_t = DEFAULT_CLUSTER_ID)]
+    pub cluster_id: u64,
 }
 
 impl Args {
@@ -76,6 +80,7 @@ impl Args {
             max_line: 64 * 1024,
             max_clients: 1024,
             metrics_addr: None,
+            cluster_id: DEFAULT_CLUSTER_ID,
         }
     }
 }
@@ -144,7 +149,7 @@ impl KvServer {
         };
         let transport = TcpTransport::new(
             args.id,
-            CLUSTER_ID,
+            args.cluster_id,
             args.peers.clone().into_iter().collect(),
             opts.clone(),
         );
@@ -152,7 +157,7 @@ impl KvServer {
             Node::start(cfg, kv.clone(), RaftStorage::new(wal, snaps), transport)
                 .map_err(|e| format!("start the node: {e}"))?,
         );
-        let raft = TcpServer::serve(raft_listener, CLUSTER_ID, node.mailbox(), opts)
+        let raft = TcpServer::serve(raft_listener, args.cluster_id, node.mailbox(), opts)
             .map_err(|e| format!("serve Raft on {own}: {e}"))?;
         tracing::info!(
             node = args.id,

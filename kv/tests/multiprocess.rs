@@ -52,6 +52,8 @@ impl Cluster {
             .args(["--peers", &peers.join(",")])
             .args(["--client", &self.clients[&id].to_string()])
             .args(["--snapshot-every", "8"])
+            // Each cluster its own id: a node of another test's cluster is refused.
+            .args(["--cluster-id", &self.raft[&1].port().to_string()])
             .arg("--dir")
             .arg(self.dir.path().join(format!("n{id}")))
             .stdout(Stdio::null())

@@ -191,6 +191,9 @@ pub enum DropReason {
     VoteAfterRestart,
     /// Its sender is not the peer the transport authenticated on its connection.
     Spoofed,
+    /// A read-index request to a node that is not the leader (forwarded by a follower whose
+    /// view is behind; the follower asks again).
+    NotLeader,
 }
 
 impl fmt::Display for DropReason {
@@ -204,6 +207,7 @@ impl fmt::Display for DropReason {
             DropReason::NotFromLeader => "not_from_leader",
             DropReason::VoteAfterRestart => "vote_after_restart",
             DropReason::Spoofed => "spoofed",
+            DropReason::NotLeader => "not_leader",
         })
     }
 }

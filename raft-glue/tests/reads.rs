@@ -99,3 +99,42 @@ fn a_follower_that_knows_no_leader_refuses_reads_at_once() {
     let index = wait(|| c.node(f).read_index(Duration::from_secs(5)).ok()).unwrap();
     assert!(index > 0);
 }
+
+/// A read-index request that reaches a node which is not the leader is dropped as
+/// `not_leader` (a follower whose view is behind asks again), and one without its context as
+/// `malformed`: an operator tells a stale forward from garbage.
+#[test]
+fn a_read_index_at_a_follower_is_dropped_as_not_leader() {
+    use raftwal_glue::raft::eraftpb::{Entry, Message};
+    use raftwal_glue::DropReason;
+    let c = Cluster::new(3);
+    let l = c.wait_leader(&[1, 2, 3]);
+    let (f, g) = {
+        let mut others = [1, 2, 3].into_iter().filter(|&i| i != l);
+        (others.next().unwrap(), others.next().unwrap())
+    };
+    let read = |entries: Vec<Entry>| {
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgReadIndex);
+        m.from = g;
+        m.to = f;
+        m.set_entries(entries.into());
+        m
+    };
+    let ctx = Entry {
+        data: b"ctx".to_vec().into(),
+        ..Default::default()
+    };
+    c.node(f).mailbox().deliver(read(vec![ctx]));
+    c.node(f).mailbox().deliver(read(Vec::new()));
+    let dropped = |r: DropReason| c.node(f).status().dropped.get(&r).copied().unwrap_or(0);
+    assert!(
+        wait(
+            || (dropped(DropReason::NotLeader) == 1 && dropped(DropReason::Malformed) == 1)
+                .then_some(())
+        )
+        .is_some(),
+        "{:?}",
+        c.node(f).status().dropped
+    );
+}

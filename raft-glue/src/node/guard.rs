@@ -153,9 +153,9 @@ impl Guard {
             }
             T::MsgHeartbeat if m.commit > last => return malformed,
             T::MsgAppendResponse if m.index > last || m.reject_hint > last => return malformed,
-            T::MsgReadIndex if m.entries.len() != 1 || r.state != StateRole::Leader => {
-                return malformed;
-            }
+            T::MsgReadIndex if m.entries.len() != 1 => return malformed,
+            // Forwarded by a follower whose view of the leader is behind: it asks again.
+            T::MsgReadIndex if r.state != StateRole::Leader => return Err(DropReason::NotLeader),
             T::MsgReadIndexResp | T::MsgTimeoutNow => {
                 if m.from != r.leader_id || m.term != r.term {
                     return Err(DropReason::NotFromLeader);
