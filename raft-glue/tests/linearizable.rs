@@ -6,10 +6,10 @@
 //! configuration is joint, and makes the leader remove itself; messages are also lost,
 //! duplicated, reordered and delayed throughout. The history is checked for linearizability
 //! (Wing–Gong, `support/linearizability.rs`), the applied logs for exactly-once, same-order
-//! application and every acknowledged write (`support/chaos.rs`).
+//! application and every acknowledged write (`support/chaos/`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-#[path = "support/chaos.rs"]
+#[path = "support/chaos/mod.rs"]
 mod chaos;
 #[path = "support/linearizability.rs"]
 mod lin;

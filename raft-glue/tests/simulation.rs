@@ -5,13 +5,13 @@
 //! leadership transfers and leader self-removal, while clients write and read (read-index and
 //! lease reads). After each run: no node stopped but after an injected storage fault, every
 //! acknowledged command applied exactly once and in the same order on every node, and the
-//! history (lease reads included) is linearizable (`support/chaos.rs`).
+//! history (lease reads included) is linearizable (`support/chaos/`).
 //!
 //! `cargo test --test simulation` runs 200 seeds; `RAFTWAL_SEED=n` replays one;
 //! `cargo test --test simulation -- --ignored` runs `RAFTWAL_SEEDS` (default 2,000) more.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-#[path = "support/chaos.rs"]
+#[path = "support/chaos/mod.rs"]
 mod chaos;
 #[path = "support/linearizability.rs"]
 mod lin;

@@ -1,175 +1,39 @@
-//! A cluster under a seeded nemesis, with clients recording a history.
-//!
-//! Clients write (`key = value`, every value unique) and read (read-index or lease reads)
-//! through random live nodes, following leader hints. The nemesis, driven by the seed,
-//! partitions nodes (both ways or one way), crashes and restarts them (a power cut on the
-//! simulated disk), restarts followers, transfers leadership, replaces voters by joint
-//! consensus (crashing nodes while the configuration is joint), makes the leader remove
-//! itself, and fails fsyncs (simulated disk only).
-//!
-//! After the run the network heals, every member restarts, and the checks are:
-//! - no node stopped, except after an injected storage fault;
-//! - every node applied each command at most once, in log order, and all agree on what is at
-//!   each index; once settled, every member applied the same log;
-//! - every acknowledged write is in that log at the index it was acknowledged with;
-//! - the history of writes, read-index reads and lease reads is linearizable.
-#![allow(dead_code)]
+//! The world a chaos run acts on: the members, their disks, the network, the history; and
+//! every action of the nemesis and the clients.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use super::*;
 
-use raftwal_glue::raft::eraftpb::MessageType;
-use raftwal_glue::{
-    Config, MemNetwork, Membership, NetFaults, Node, NodeError, RaftStorage, ReadVia, Role, Route,
-    StateMachine, StateSnapshot,
-};
-use raftwal_snapshot::FileSnapshotStore;
-use raftwal_wal::vfs::{CrashPolicy, SimFaults, SimVfs, StdVfs, Vfs};
-use raftwal_wal::{Wal, WalOptions};
-
-use crate::lin;
-use crate::pairs;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-pub use raftwal_testkit::Rng;
-
-/// The state machine: registers, and every command applied with its index.
-#[derive(Clone, Default)]
-pub struct Kv(Arc<Mutex<KvState>>);
-
-#[derive(Default)]
-pub struct KvState {
-    pub map: BTreeMap<u64, u64>,
-    /// `(index, key, value)` of every command applied, in order.
-    pub applied: Vec<(u64, u64, u64)>,
-}
-
-fn command(key: u64, value: u64) -> Vec<u8> {
-    let mut c = key.to_le_bytes().to_vec();
-    c.extend_from_slice(&value.to_le_bytes());
-    c
-}
-
-fn num(b: &[u8]) -> u64 {
-    u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))
-}
-
-impl Kv {
-    pub fn get(&self, key: u64) -> Option<u64> {
-        lock(&self.0).map.get(&key).copied()
-    }
-    pub fn applied(&self) -> Vec<(u64, u64, u64)> {
-        lock(&self.0).applied.clone()
-    }
-}
-
-impl StateMachine for Kv {
-    fn apply(&mut self, index: u64, cmd: &[u8]) -> Vec<u8> {
-        if cmd.len() == 16 {
-            let (k, v) = (num(&cmd[..8]), num(&cmd[8..]));
-            let mut s = lock(&self.0);
-            s.map.insert(k, v);
-            s.applied.push((index, k, v));
-        }
-        cmd.to_vec()
-    }
-
-    fn snapshot(&mut self) -> std::io::Result<Box<dyn StateSnapshot>> {
-        let s = lock(&self.0);
-        let rows: Vec<([u8; 8], [u8; 16])> = s
-            .applied
-            .iter()
-            .map(|&(i, k, v)| {
-                let mut kv = [0u8; 16];
-                kv[..8].copy_from_slice(&k.to_le_bytes());
-                kv[8..].copy_from_slice(&v.to_le_bytes());
-                (i.to_le_bytes(), kv)
-            })
-            .collect();
-        Ok(Box::new(pairs::encode(
-            rows.iter().map(|(i, kv)| (&i[..], &kv[..])),
-        )))
-    }
-
-    fn restore(&mut self, data: &mut dyn Read) -> std::io::Result<()> {
-        let mut st = KvState::default();
-        for (i, kv) in pairs::decode(data)? {
-            let (k, v) = (num(&kv[..8]), num(&kv[8..]));
-            st.map.insert(k, v);
-            st.applied.push((num(&i), k, v));
-        }
-        *lock(&self.0) = st;
-        Ok(())
-    }
-}
-
-/// How a run goes.
-#[derive(Debug, Clone)]
-pub struct Params {
-    pub seed: u64,
-    pub clients: u64,
-    pub keys: u64,
-    /// How long clients run at least…
-    pub duration: Duration,
-    /// …and until the history holds this many events (for at most a minute).
-    pub min_events: usize,
-    /// The nemesis acts this often.
-    pub every: Duration,
-    /// On the simulated disk (power cuts, failed fsyncs) rather than the real one.
-    pub sim: bool,
-    /// Message faults throughout.
-    pub faults: bool,
-    pub tick: Duration,
-}
-
-/// What a run did.
-#[derive(Debug, Default)]
-pub struct Outcome {
-    pub events: usize,
-    pub acked: usize,
-    pub lease_reads: usize,
-    pub actions: Vec<String>,
-    pub snapshots: u64,
-}
-
-enum Disk {
+pub(super) enum Disk {
     Real(PathBuf),
     Sim(SimVfs),
 }
 
-struct Member {
+pub(super) struct Member {
     node: Arc<Node>,
     kv: Kv,
 }
 
 /// The cluster and what the clients saw.
 pub struct World {
-    p: Params,
-    net: MemNetwork,
-    members: Mutex<BTreeMap<u64, Member>>,
+    pub(super) p: Params,
+    pub(super) net: MemNetwork,
+    pub(super) members: Mutex<BTreeMap<u64, Member>>,
     /// Nodes crashed and not yet restarted.
-    down: Mutex<BTreeSet<u64>>,
+    pub(super) down: Mutex<BTreeSet<u64>>,
     /// Nodes whose storage was made to fail: they may stop.
-    faulted: Mutex<BTreeSet<u64>>,
-    disks: Mutex<BTreeMap<u64, Disk>>,
-    history: Mutex<Vec<lin::Event>>,
+    pub(super) faulted: Mutex<BTreeSet<u64>>,
+    pub(super) disks: Mutex<BTreeMap<u64, Disk>>,
+    pub(super) history: Mutex<Vec<lin::Event>>,
     /// `(index, key, value)` of acknowledged writes.
-    acked: Mutex<Vec<(u64, u64, u64)>>,
-    lease_reads: AtomicU64,
-    next_id: AtomicU64,
-    t0: Instant,
-    dir: tempfile::TempDir,
+    pub(super) acked: Mutex<Vec<(u64, u64, u64)>>,
+    pub(super) lease_reads: AtomicU64,
+    pub(super) next_id: AtomicU64,
+    pub(super) t0: Instant,
+    pub(super) dir: tempfile::TempDir,
 }
 
 impl World {
-    fn new(p: Params) -> Self {
+    pub(super) fn new(p: Params) -> Self {
         World {
             p,
             net: MemNetwork::new(),
@@ -186,11 +50,11 @@ impl World {
         }
     }
 
-    fn now(&self) -> u64 {
+    pub(super) fn now(&self) -> u64 {
         self.t0.elapsed().as_micros() as u64
     }
 
-    fn config(&self, id: u64, peers: Vec<u64>) -> Config {
+    pub(super) fn config(&self, id: u64, peers: Vec<u64>) -> Config {
         Config {
             tick: self.p.tick,
             snapshot_threshold: 40,
@@ -199,7 +63,7 @@ impl World {
         }
     }
 
-    fn storage(&self, id: u64) -> RaftStorage<Wal, FileSnapshotStore> {
+    pub(super) fn storage(&self, id: u64) -> RaftStorage<Wal, FileSnapshotStore> {
         let mut disks = lock(&self.disks);
         let disk = disks.entry(id).or_insert_with(|| {
             if self.p.sim {
@@ -225,7 +89,7 @@ impl World {
     }
 
     /// Starts (or restarts) node `id`.
-    fn start(&self, id: u64, peers: Vec<u64>) {
+    pub(super) fn start(&self, id: u64, peers: Vec<u64>) {
         let kv = Kv::default();
         let node = Node::start(
             self.config(id, peers),
@@ -246,7 +110,7 @@ impl World {
     }
 
     /// Crashes node `id`: a power cut on the simulated disk, a stop on the real one.
-    fn crash(&self, id: u64, rng: &mut Rng) {
+    pub(super) fn crash(&self, id: u64, rng: &mut Rng) {
         self.net.disconnect(id);
         let m = lock(&self.members).remove(&id);
         if let Some(m) = &m {
@@ -267,7 +131,7 @@ impl World {
     }
 
     /// A node that stopped on its own must have had a storage fault injected.
-    fn check_stop(&self, id: u64, node: &Node) {
+    pub(super) fn check_stop(&self, id: u64, node: &Node) {
         let s = node.status();
         assert!(
             !s.stopped || lock(&self.faulted).contains(&id),
@@ -275,17 +139,17 @@ impl World {
         );
     }
 
-    fn node(&self, id: u64) -> Option<(Arc<Node>, Kv)> {
+    pub(super) fn node(&self, id: u64) -> Option<(Arc<Node>, Kv)> {
         lock(&self.members)
             .get(&id)
             .map(|m| (m.node.clone(), m.kv.clone()))
     }
 
-    fn live(&self) -> Vec<u64> {
+    pub(super) fn live(&self) -> Vec<u64> {
         lock(&self.members).keys().copied().collect()
     }
 
-    fn leader(&self) -> Option<u64> {
+    pub(super) fn leader(&self) -> Option<u64> {
         let ls: Vec<u64> = lock(&self.members)
             .iter()
             .filter(|(_, m)| m.node.role() == Role::Leader)
@@ -297,18 +161,18 @@ impl World {
     }
 
     /// The configuration as the leader knows it.
-    fn membership(&self) -> Option<(Vec<u64>, Vec<u64>, Vec<u64>)> {
+    pub(super) fn membership(&self) -> Option<(Vec<u64>, Vec<u64>, Vec<u64>)> {
         let (n, _) = self.node(self.leader()?)?;
         let s = n.status();
         Some((s.voters, s.voters_outgoing, s.learners))
     }
 
-    fn record(&self, e: lin::Event) {
+    pub(super) fn record(&self, e: lin::Event) {
         lock(&self.history).push(e);
     }
 
     /// One client: writes and reads until `stop`.
-    fn client(&self, client: u64, stop: &AtomicBool) {
+    pub(super) fn client(&self, client: u64, stop: &AtomicBool) {
         let mut rng = Rng::new(self.p.seed ^ (client + 1) << 8);
         let mut n = 0u64;
         while !stop.load(Ordering::SeqCst) {
@@ -328,7 +192,7 @@ impl World {
         }
     }
 
-    fn write(&self, start: u64, key: u64, value: u64, call: u64) {
+    pub(super) fn write(&self, start: u64, key: u64, value: u64, call: u64) {
         let mut target = start;
         let timeout = Duration::from_millis(250);
         for _ in 0..4 {
@@ -372,7 +236,7 @@ impl World {
         });
     }
 
-    fn read(&self, start: u64, key: u64, call: u64, lease: bool) {
+    pub(super) fn read(&self, start: u64, key: u64, call: u64, lease: bool) {
         let Some((node, kv)) = self.node(start) else {
             return;
         };
@@ -401,7 +265,7 @@ impl World {
     }
 
     /// The number of kinds of nemesis action.
-    fn kinds(&self) -> u64 {
+    pub(super) fn kinds(&self) -> u64 {
         if self.p.sim {
             11
         } else {
@@ -410,7 +274,7 @@ impl World {
     }
 
     /// One nemesis action (of kind `choice`, or a random one); returns what it did.
-    fn act(&self, rng: &mut Rng, choice: Option<u64>) -> String {
+    pub(super) fn act(&self, rng: &mut Rng, choice: Option<u64>) -> String {
         let live = self.live();
         let leader = self.leader();
         let choice = choice.unwrap_or_else(|| rng.below(self.kinds()));
@@ -507,12 +371,12 @@ impl World {
         }
     }
 
-    fn restart(&self, id: u64) {
+    pub(super) fn restart(&self, id: u64) {
         let peers = if id <= 3 { vec![1, 2, 3] } else { vec![] };
         self.start(id, peers);
     }
 
-    fn restart_down(&self) -> String {
+    pub(super) fn restart_down(&self) -> String {
         let down: Vec<u64> = lock(&self.down).iter().copied().collect();
         for &id in &down {
             self.restart(id);
@@ -522,7 +386,7 @@ impl World {
 
     /// Joint consensus: a fresh node replaces a voter; with some luck a node is crashed and
     /// restarted while the configuration is joint.
-    fn replace_voter(&self, rng: &mut Rng) -> String {
+    pub(super) fn replace_voter(&self, rng: &mut Rng) -> String {
         let (Some(l), Some((voters, outgoing, _))) = (self.leader(), self.membership()) else {
             return "nothing".into();
         };
@@ -569,7 +433,7 @@ impl World {
     }
 
     /// The leader removes itself; a fresh node takes its place.
-    fn remove_leader(&self) -> String {
+    pub(super) fn remove_leader(&self) -> String {
         let (Some(l), Some((voters, _, _))) = (self.leader(), self.membership()) else {
             return "nothing".into();
         };
@@ -592,7 +456,7 @@ impl World {
     }
 
     /// Adds `new` as a voter through whoever leads, retrying for a while.
-    fn add_voter(&self, new: u64) -> Result<u64, NodeError> {
+    pub(super) fn add_voter(&self, new: u64) -> Result<u64, NodeError> {
         let deadline = Instant::now() + self.p.tick * 300;
         loop {
             let r = match self.leader().and_then(|l| self.node(l)) {
@@ -607,7 +471,7 @@ impl World {
     }
 
     /// Stops node `id` for good: it was removed from the cluster.
-    fn retire(&self, id: u64) {
+    pub(super) fn retire(&self, id: u64) {
         self.net.disconnect(id);
         let m = lock(&self.members).remove(&id);
         if let Some(m) = m {
@@ -618,7 +482,7 @@ impl World {
     }
 
     /// Stops for good every node outside `members` (a configuration the leader has applied).
-    fn retire_non_members(&self, members: &[u64]) {
+    pub(super) fn retire_non_members(&self, members: &[u64]) {
         let gone: Vec<u64> = self
             .live()
             .into_iter()
@@ -632,7 +496,7 @@ impl World {
 
     /// Heals everything and waits for a settled cluster: a leader, no joint configuration,
     /// every member running and having applied the same log.
-    fn settle(&self) -> u64 {
+    pub(super) fn settle(&self) -> u64 {
         self.net.release();
         self.net.heal();
         self.net.set_faults(NetFaults::default());
@@ -686,7 +550,7 @@ impl World {
         }
     }
 
-    fn describe(&self) -> String {
+    pub(super) fn describe(&self) -> String {
         let mut out = String::new();
         for id in self.live() {
             if let Some((n, _)) = self.node(id) {
@@ -699,7 +563,7 @@ impl World {
 
     /// The applied logs agree: on each node at most once per command, indexes increasing; all
     /// nodes the same command at the same index; every acknowledged write where acknowledged.
-    fn check_logs(&self, leader: u64) {
+    pub(super) fn check_logs(&self, leader: u64) {
         let mut at: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
         for id in self.live() {
             let Some((_, kv)) = self.node(id) else {
@@ -730,130 +594,5 @@ impl World {
                 "the write {k}={v} acknowledged at index {i} is not there"
             );
         }
-    }
-}
-
-/// Runs one seeded schedule and checks it; panics with the seed and the actions on failure.
-pub fn run(p: Params) -> Outcome {
-    let w = World::new(p.clone());
-    for id in 1..=3 {
-        w.start(id, vec![1, 2, 3]);
-    }
-    if p.faults {
-        w.net.set_faults(NetFaults {
-            drop: 0.03,
-            duplicate: 0.03,
-            reorder: 0.05,
-            delay: 0.03,
-            max_delay: p.tick * 3,
-            seed: p.seed,
-        });
-    }
-    let stop = AtomicBool::new(false);
-    let mut rng = Rng::new(p.seed);
-    // Every kind of action once (in an order the seed shuffles), then at random.
-    let mut tour: Vec<u64> = (0..w.kinds()).collect();
-    for i in (1..tour.len()).rev() {
-        tour.swap(i, rng.below(i as u64 + 1) as usize);
-    }
-    let mut actions = Vec::new();
-    let result = std::thread::scope(|s| {
-        let clients: Vec<_> = (0..p.clients)
-            .map(|c| {
-                let (w, stop) = (&w, &stop);
-                s.spawn(move || w.client(c, stop))
-            })
-            .collect();
-        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let (end, cap) = (
-                Instant::now() + p.duration,
-                Instant::now() + Duration::from_secs(60),
-            );
-            while Instant::now() < end
-                || (lock(&w.history).len() < p.min_events && Instant::now() < cap)
-            {
-                // A fault, then (every other step) a calm spell: links healed, holds released.
-                std::thread::sleep(p.every);
-                w.net.release();
-                let a = if rng.below(2) == 0 {
-                    w.net.heal();
-                    "calm".to_string()
-                } else if rng.below(6) == 0 {
-                    // Hold back one kind of message for a while.
-                    let t = [
-                        MessageType::MsgAppendResponse,
-                        MessageType::MsgHeartbeatResponse,
-                        MessageType::MsgAppend,
-                    ];
-                    let held = t[rng.below(3) as usize];
-                    w.net.hold(Route::of(held));
-                    format!("hold {held:?}")
-                } else {
-                    let forced = tour.pop();
-                    w.act(&mut rng, forced)
-                };
-                actions.push(format!("{:>6} ms: {a}", w.t0.elapsed().as_millis()));
-                if std::env::var("RAFTWAL_CHAOS_LOG").is_ok() {
-                    eprintln!(
-                        "{} | events {} | leader {:?} conf {:?} down {:?}",
-                        actions.last().map_or("", String::as_str),
-                        lock(&w.history).len(),
-                        w.leader(),
-                        w.membership(),
-                        lock(&w.down)
-                    );
-                }
-            }
-        }));
-        stop.store(true, Ordering::SeqCst);
-        w.net.release();
-        for c in clients {
-            let _ = c.join();
-        }
-        run
-    });
-    let check = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        if let Err(e) = result {
-            std::panic::resume_unwind(e);
-        }
-        let leader = w.settle();
-        // Final reads through the settled leader: every acknowledged write must show.
-        let (node, kv) = w.node(leader).expect("the leader runs");
-        for key in 0..p.keys {
-            let call = w.now();
-            node.read_index(Duration::from_secs(5))
-                .expect("a final read");
-            w.record(lin::Event {
-                key,
-                op: lin::Op::Read(kv.get(key)),
-                call,
-                ret: Some(w.now()),
-            });
-        }
-        w.check_logs(leader);
-        let h = lock(&w.history).clone();
-        if let Err(key) = lin::check(&h) {
-            let mut ops: Vec<_> = h.iter().filter(|e| e.key == key).collect();
-            ops.sort_by_key(|e| e.call);
-            panic!("key {key} is not linearizable: {ops:#?}");
-        }
-    }));
-    if let Err(e) = check {
-        eprintln!(
-            "seed {} failed (replay with RAFTWAL_SEED={}); actions:\n{}",
-            p.seed,
-            p.seed,
-            actions.join("\n")
-        );
-        std::panic::resume_unwind(e);
-    }
-    let events = lock(&w.history).len();
-    let acked = lock(&w.acked).len();
-    Outcome {
-        events,
-        acked,
-        lease_reads: w.lease_reads.load(Ordering::SeqCst) as usize,
-        actions,
-        snapshots: w.net.stats().snapshots,
     }
 }
