@@ -287,3 +287,16 @@ fn enospc_while_writing_fails_cleanly() {
     assert_eq!(list[0].id, a.id);
     assert_eq!(vfs.list(Path::new("/snaps")).unwrap().len(), 1);
 }
+
+/// A store opened in directories that did not exist keeps a committed snapshot across a power
+/// cut: every directory `open` created is durable (`Vfs::create_dir_durable`).
+#[test]
+fn a_new_store_in_new_directories_survives_a_power_cut() {
+    let vfs = SimVfs::new(2);
+    let s = FileSnapshotStore::open_with("/x/y/snaps", 1, Arc::new(vfs.process())).unwrap();
+    let m = put(&s, 10, 1, &data(3, 100));
+    drop(s);
+    vfs.crash(CrashPolicy::DropAll);
+    let s = FileSnapshotStore::open_with("/x/y/snaps", 1, Arc::new(vfs.process())).unwrap();
+    assert_eq!(read(&s, &m.id).unwrap(), data(3, 100));
+}

@@ -226,3 +226,23 @@ fn crash_at_every_operation() {
         }
     }
 }
+
+/// A WAL opened in directories that did not exist survives a power cut right after its first
+/// durable write: every directory `open` created is durable (`Vfs::create_dir_durable` syncs
+/// each ancestor), so the log is found again, not created afresh.
+#[test]
+fn a_new_wal_in_new_directories_survives_a_power_cut() {
+    let vfs = raftwal_wal::vfs::SimVfs::new(1);
+    let opts = || {
+        raftwal_wal::WalOptions::default()
+            .segment_size(4096)
+            .background_prepare(false)
+            .vfs(std::sync::Arc::new(vfs.process()))
+    };
+    let wal = raftwal_wal::Wal::open("/a/b/wal", opts()).unwrap();
+    wal.store_logs(&entries(1, 2, 1, 10)).unwrap();
+    std::mem::forget(wal); // no clean close
+    vfs.crash(CrashPolicy::DropAll);
+    let wal = raftwal_wal::Wal::open("/a/b/wal", opts()).unwrap();
+    assert_eq!(wal.get_log(1).unwrap(), entry(1, 1, 10));
+}
