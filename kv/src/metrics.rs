@@ -1,17 +1,20 @@
 //! `--metrics-addr`: every metric of the node (WAL, snapshot store, Raft) in Prometheus text
 //! format, at `GET /metrics` on a small HTTP listener of its own.
 //!
-//! The listener is hostile-input safe the same way the client port is: it reads at most one
-//! bounded request head per connection, with a read timeout, and answers only `GET /metrics`.
+//! The listener reads at most one bounded request head (8 KiB) per connection, within one
+//! deadline (2 s), and answers only `GET /metrics`. It serves one connection at a time: put it
+//! on an address only the scraper reaches.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 /// The longest request head read.
 const MAX_REQUEST: usize = 8 * 1024;
+/// The longest a request head may take to arrive.
+const REQUEST_TIME: Duration = Duration::from_secs(2);
 
 /// Installs the Prometheus recorder (once per process; it must come before the node starts)
 /// and serves it on `addr`; returns the bound address.
@@ -50,11 +53,17 @@ pub(crate) fn serve(addr: SocketAddr) -> Result<SocketAddr, String> {
 }
 
 fn answer(mut c: TcpStream, handle: &PrometheusHandle) {
-    let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
-    let _ = c.set_write_timeout(Some(Duration::from_secs(2)));
+    // One deadline for the whole request head: a client trickling bytes cannot hold the
+    // (single) listener thread longer than that.
+    let deadline = Instant::now() + REQUEST_TIME;
+    let _ = c.set_write_timeout(Some(REQUEST_TIME));
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.ends_with(b"\n\n") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || c.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
         match c.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => head.extend_from_slice(&buf[..n]),

@@ -240,6 +240,20 @@ fn metrics_are_served_to_prometheus_and_logs_go_to_stderr() {
     let mut big = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
     big.resize(9000, b'a');
     assert!(http(m, &big).starts_with("HTTP/1.1 431"));
+    // A client trickling its request a byte a second is cut off: a scrape after it is
+    // answered (it would wait tens of seconds if each byte restarted the timeout).
+    let mut slow = TcpStream::connect(m).unwrap();
+    let trickle = std::thread::spawn(move || {
+        for b in b"GET /metrics HTTP/1.1\r\nX: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
+            if slow.write_all(&[*b]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(http(m, b"GET /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 200 OK"));
+    let _ = trickle.join();
     assert_eq!(
         s.request("GET a").as_deref(),
         Some("VALUE 1"),
