@@ -1,8 +1,8 @@
 //! `--metrics-addr`: every metric of the node (WAL, snapshot store, Raft) in Prometheus text
 //! format, at `GET /metrics` on a small HTTP listener of its own.
 //!
-//! The listener reads at most one bounded request head (8 KiB) per connection, within one
-//! deadline (2 s), and answers only `GET /metrics`. It serves one connection at a time: put it
+//! The listener reads at most one bounded request head (8 KiB) per connection and answers it
+//! within one deadline (2 s), only `GET /metrics`, with text rendered at most once a second. It serves one connection at a time: put it
 //! on an address only the scraper reaches.
 
 use std::io::{Read, Write};
@@ -41,9 +41,10 @@ pub(crate) fn serve(addr: SocketAddr) -> Result<SocketAddr, String> {
     std::thread::Builder::new()
         .name("raftwal-kv-metrics".into())
         .spawn(move || {
+            let mut cache = None;
             for conn in listener.incoming() {
                 match conn {
-                    Ok(c) => answer(c, &handle),
+                    Ok(c) => answer(c, &handle, &mut cache),
                     Err(_) => std::thread::sleep(Duration::from_millis(50)),
                 }
             }
@@ -52,11 +53,14 @@ pub(crate) fn serve(addr: SocketAddr) -> Result<SocketAddr, String> {
     Ok(bound)
 }
 
-fn answer(mut c: TcpStream, handle: &PrometheusHandle) {
-    // One deadline for the whole request head: a client trickling bytes cannot hold the
-    // (single) listener thread longer than that.
+/// The rendered text, reused for this long (each render walks every series).
+const RENDER_EVERY: Duration = Duration::from_secs(1);
+
+/// Answers one connection, all of it (reading the request head and writing the reply) within
+/// one deadline: a client trickling bytes either way cannot hold the (single) listener thread
+/// longer than that.
+fn answer(mut c: TcpStream, handle: &PrometheusHandle, cache: &mut Option<(Instant, String)>) {
     let deadline = Instant::now() + REQUEST_TIME;
-    let _ = c.set_write_timeout(Some(REQUEST_TIME));
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.ends_with(b"\n\n") {
@@ -69,21 +73,45 @@ fn answer(mut c: TcpStream, handle: &PrometheusHandle) {
             Ok(n) => head.extend_from_slice(&buf[..n]),
         }
         if head.len() > MAX_REQUEST {
-            let _ = c.write_all(b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+            send(&mut c, b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", deadline);
             return;
         }
     }
     let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
     let mut parts = line.split(|&b| b == b' ');
     let ok = parts.next() == Some(&b"GET"[..]) && parts.next() == Some(&b"/metrics"[..]);
-    let reply = if ok {
-        let body = handle.render();
-        format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-    } else {
-        "HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n".to_string()
-    };
-    let _ = c.write_all(reply.as_bytes());
+    if !ok {
+        send(
+            &mut c,
+            b"HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            deadline,
+        );
+        return;
+    }
+    let fresh = cache
+        .as_ref()
+        .is_some_and(|(at, _)| at.elapsed() < RENDER_EVERY);
+    if !fresh {
+        *cache = Some((Instant::now(), handle.render()));
+    }
+    let body = cache.as_ref().map_or("", |(_, b)| b.as_str());
+    let reply = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    send(&mut c, reply.as_bytes(), deadline);
+}
+
+/// Writes `bytes` until done, an error, or `deadline`.
+fn send(c: &mut TcpStream, mut bytes: &[u8], deadline: Instant) {
+    while !bytes.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || c.set_write_timeout(Some(left)).is_err() {
+            return;
+        }
+        match c.write(bytes) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => bytes = &bytes[n..],
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! raft-rs logs through `slog`; this bridge forwards its records to `tracing` (target `raft`),
-//! with the node's id and, when the record carries one, the term as fields. Records are
-//! formatted only when `tracing` would keep them.
+//! with the node's id and, when the record carries one, the term as fields: warnings and errors
+//! as such, its info and debug records at debug. Records are formatted only when `tracing`
+//! would keep them.
 
 use std::fmt::{self, Write as _};
 
@@ -43,8 +44,10 @@ fn level(l: slog::Level) -> Level {
     match l {
         slog::Level::Critical | slog::Level::Error => Level::ERROR,
         slog::Level::Warning => Level::WARN,
-        slog::Level::Info => Level::INFO,
-        slog::Level::Debug => Level::DEBUG,
+        // raft-rs logs at info for events a peer can cause at will (every message of a lower
+        // term, every rejected vote): kept at debug, so a peer cannot flood an operator's logs.
+        // The glue logs the events an operator needs (leader and membership changes) itself.
+        slog::Level::Info | slog::Level::Debug => Level::DEBUG,
         slog::Level::Trace => Level::TRACE,
     }
 }
@@ -72,7 +75,6 @@ impl Drain for Bridge {
         match level(record.level()) {
             Level::ERROR => forward!(Level::ERROR),
             Level::WARN => forward!(Level::WARN),
-            Level::INFO => forward!(Level::INFO),
             Level::DEBUG => forward!(Level::DEBUG),
             _ => forward!(Level::TRACE),
         }

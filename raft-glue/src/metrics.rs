@@ -22,7 +22,7 @@ pub const APPLIED_INDEX: &str = "raftwal_raft_applied_index";
 /// Committed entries not yet applied.
 pub const APPLY_LAG: &str = "raftwal_raft_apply_lag_entries";
 /// Proposals, by `outcome`: `accepted` (appended by the leader), `dropped`, `too_large`,
-/// `busy`.
+/// `busy`, `not_leader`.
 pub const PROPOSALS: &str = "raftwal_raft_proposals_total";
 /// Entries persisted per Ready round.
 pub const ROUND_ENTRIES: &str = "raftwal_raft_round_entries";
@@ -146,6 +146,26 @@ fn type_name(t: MessageType) -> &'static str {
     }
 }
 
+/// Why a proposal was refused (the `outcome` label of [`PROPOSALS`] other than `accepted`).
+#[derive(Clone, Copy)]
+pub(crate) enum Refused {
+    Dropped = 0,
+    TooLarge = 1,
+    Busy = 2,
+    NotLeader = 3,
+}
+
+impl Refused {
+    fn label(self) -> &'static str {
+        match self {
+            Refused::Dropped => "dropped",
+            Refused::TooLarge => "too_large",
+            Refused::Busy => "busy",
+            Refused::NotLeader => "not_leader",
+        }
+    }
+}
+
 /// A node's series, registered once at start (recording through a handle costs no lookup).
 #[derive(Clone)]
 pub(crate) struct NodeMetrics {
@@ -160,7 +180,9 @@ pub(crate) struct NodeMetrics {
     pub round_entries: Histogram,
     pub reads_lease: Counter,
     pub reads_index: Counter,
+    pub lease_expiries: Counter,
     pub persist: Histogram,
+    refused: [Counter; 4],
     sent: Vec<Counter>,
     received: Vec<Counter>,
 }
@@ -190,11 +212,24 @@ impl NodeMetrics {
             round_entries: histogram!(ROUND_ENTRIES, "node" => node.clone()),
             reads_lease: counter!(READS, "node" => node.clone(), "via" => "lease"),
             reads_index: counter!(READS, "node" => node.clone(), "via" => "read_index"),
+            lease_expiries: counter!(LEASE_EXPIRIES, "node" => node.clone()),
             persist: histogram!(PERSIST_SECONDS, "node" => node.clone()),
+            refused: [
+                Refused::Dropped,
+                Refused::TooLarge,
+                Refused::Busy,
+                Refused::NotLeader,
+            ]
+            .map(|r| counter!(PROPOSALS, "node" => node.clone(), "outcome" => r.label())),
             sent: by_type(SENT),
             received: by_type(RECEIVED),
             node,
         }
+    }
+
+    /// `n` proposals refused for `why`.
+    pub fn refused(&self, why: Refused, n: u64) {
+        self.refused[why as usize].increment(n);
     }
 
     pub fn sent(&self, t: MessageType) {

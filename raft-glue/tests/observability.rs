@@ -234,6 +234,14 @@ fn a_workload_moves_every_documented_metric_and_a_stopped_node_logs_why() {
     wal_simulated();
     snapshots(&dir.path().join("snaps"));
     cluster();
+    // raft-rs's info records (many of which a peer can cause at will) stay below info; the
+    // leader changes an operator needs are logged by the glue itself.
+    let logs_so_far = logs();
+    assert!(
+        !logs_so_far.lines().any(|l| l.contains(" INFO raft:")),
+        "raft-rs info records at info:\n{logs_so_far}"
+    );
+    assert!(logs_so_far.contains("leader changed"), "{logs_so_far}");
     stopped_node_logs_why();
 
     let mut seen: BTreeMap<String, (BTreeSet<String>, bool)> = BTreeMap::new();

@@ -27,6 +27,8 @@ pub(crate) struct Guard {
     quiet_until: Instant,
     max_term_gap: u64,
     dropped: BTreeMap<DropReason, u64>,
+    /// The drop counter of each reason seen (registered on its first drop).
+    counters: BTreeMap<DropReason, ::metrics::Counter>,
 }
 
 impl Guard {
@@ -36,6 +38,7 @@ impl Guard {
             quiet_until,
             max_term_gap,
             dropped: BTreeMap::new(),
+            counters: BTreeMap::new(),
         }
     }
 
@@ -63,12 +66,17 @@ impl Guard {
             Ok(()) => true,
             Err(r) => {
                 *self.dropped.entry(r).or_default() += 1;
-                ::metrics::counter!(
-                    crate::metrics::DROPPED,
-                    "node" => self.id.to_string(),
-                    "reason" => r.to_string()
-                )
-                .increment(1);
+                let id = self.id;
+                self.counters
+                    .entry(r)
+                    .or_insert_with(|| {
+                        ::metrics::counter!(
+                            crate::metrics::DROPPED,
+                            "node" => id.to_string(),
+                            "reason" => r.to_string()
+                        )
+                    })
+                    .increment(1);
                 false
             }
         }

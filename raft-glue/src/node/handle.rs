@@ -22,6 +22,7 @@ use super::snapshots::SnapshotState;
 use crate::error::{Cause, Error, Result};
 use crate::lock;
 use crate::mailbox::{Event, Mailbox, ReadRequest, Reply};
+use crate::metrics::Refused;
 use crate::snapshot::{self, Inbox, StoreInbox};
 use crate::state_machine::StateMachine;
 use crate::storage::RaftStorage;
@@ -44,6 +45,8 @@ pub struct Node {
     thread: Mutex<Option<JoinHandle<()>>>,
     /// The persistence thread; it ends once the node's thread (its only job source) has.
     persister: Mutex<Option<JoinHandle<()>>>,
+    /// The node's series (proposals refused here are counted here).
+    metrics: crate::metrics::NodeMetrics,
 }
 
 impl std::fmt::Debug for Node {
@@ -200,23 +203,15 @@ impl Node {
 
     /// The checks a command passes before it is queued: its size, the in-flight bound.
     fn admit(&self, command: &[u8]) -> Result<()> {
-        let refused = |outcome: &'static str| {
-            ::metrics::counter!(
-                crate::metrics::PROPOSALS,
-                "node" => self.id.to_string(),
-                "outcome" => outcome
-            )
-            .increment(1);
-        };
         if command.len() > self.max_command_size {
-            refused("too_large");
+            self.metrics.refused(Refused::TooLarge, 1);
             return Err(Error::TooLarge {
                 size: command.len(),
                 max: self.max_command_size,
             });
         }
         if self.inflight.load(Ordering::SeqCst) >= self.max_pending {
-            refused("busy");
+            self.metrics.refused(Refused::Busy, 1);
             return Err(Error::Busy);
         }
         Ok(())
@@ -574,6 +569,7 @@ where
         now
     };
     let metrics = crate::metrics::NodeMetrics::new(cfg.id);
+    let node_metrics = metrics.clone();
     let core = Core {
         node: raw,
         sm,
@@ -614,6 +610,7 @@ where
         max_pending: cfg.max_pending_proposals,
         thread: Mutex::new(None),
         persister: Mutex::new(None),
+        metrics: node_metrics,
     };
     Ok((core, rx, node))
 }

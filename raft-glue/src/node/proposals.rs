@@ -20,7 +20,7 @@ use raft::{RawNode, StateRole, Storage};
 use super::ids::{Ids, Kind};
 use crate::error::Error;
 use crate::mailbox::Reply;
-use crate::metrics::NodeMetrics;
+use crate::metrics::{NodeMetrics, Refused};
 use crate::types::Applied;
 
 /// Proposals made by this node and not yet answered.
@@ -46,6 +46,7 @@ impl Proposals {
     /// A command for this round (refused at once on a follower).
     pub(crate) fn queue<S: Storage>(&mut self, node: &RawNode<S>, data: Vec<u8>, reply: Reply) {
         if node.raft.state != StateRole::Leader {
+            self.metrics.refused(Refused::NotLeader, 1);
             reply.send(Err(not_leader(node)));
             return;
         }
@@ -87,14 +88,13 @@ impl Proposals {
             } else {
                 Error::Busy
             };
-            let outcome = match e {
-                Error::Dropped => "dropped",
-                Error::Busy => "busy",
-                _ => "not_leader",
+            let why = match e {
+                Error::Dropped => Refused::Dropped,
+                Error::Busy => Refused::Busy,
+                _ => Refused::NotLeader,
             };
+            self.metrics.refused(why, replies.len() as u64);
             for (_, reply) in replies {
-                self.metrics
-                    .count(crate::metrics::PROPOSALS, "outcome", outcome.into());
                 reply.send(Err(e.clone()));
             }
         }

@@ -235,17 +235,17 @@ impl Reads {
                 return;
             }
         }
-        if matches!(waiter, Waiter::Lease(_)) && !self.lease.holds(node, now) {
+        if matches!(waiter, Waiter::Lease(_)) {
+            if self.lease.holds(node, now) {
+                self.metrics.reads_lease.increment(1);
+                let index = node.raft.raft_log.committed;
+                self.wait_applied(index, waiter, ReadVia::Lease, applied);
+                return;
+            }
             let term = node.raft.term;
             if self.lease.until.is_some_and(|(t, u)| t == term && now >= u) {
-                self.metrics.count_plain(crate::metrics::LEASE_EXPIRIES);
+                self.metrics.lease_expiries.increment(1);
             }
-        }
-        if matches!(waiter, Waiter::Lease(_)) && self.lease.holds(node, now) {
-            self.metrics.reads_lease.increment(1);
-            let index = node.raft.raft_log.committed;
-            self.wait_applied(index, waiter, ReadVia::Lease, applied);
-            return;
         }
         self.start(node, waiter, Some(deadline), now);
     }
