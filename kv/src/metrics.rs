@@ -2,8 +2,9 @@
 //! format, at `GET /metrics` on a small HTTP listener of its own.
 //!
 //! The listener reads at most one bounded request head (8 KiB) per connection and answers it
-//! within one deadline (2 s), only `GET /metrics`, with text rendered at most once a second. It serves one connection at a time: put it
-//! on an address only the scraper reaches.
+//! within one deadline (2 s), only `GET /metrics`, with text rendered at most once a second.
+//! It serves one connection at a time: put it on an address only the scraper reaches. Its
+//! threads live as long as the process (the recorder is the process's).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
