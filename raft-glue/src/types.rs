@@ -176,7 +176,8 @@ pub enum DropReason {
     NotFromPeers,
     /// Addressed to another node, or claiming to come from this node or node 0.
     Misaddressed,
-    /// To a leader, from a node that is not a member of its configuration.
+    /// From a node this one's configuration does not name (to a follower: nor a configuration
+    /// change in its log).
     NotAMember,
     /// A term too far ahead of this node's (or near `u64::MAX`).
     TermOutOfRange,

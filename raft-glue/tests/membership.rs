@@ -1,7 +1,8 @@
 //! Membership changes under faults: a cluster stopped in a joint configuration starts again
 //! (each change applied exactly once on replay) and leaves it; a leader that removed itself
 //! and whose hand-off is lost steps down so another node leads; a learner is promoted under
-//! steady writes.
+//! steady writes; a removed node cannot take a follower over, even after the follower
+//! restarts.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 #[path = "support/echo.rs"]
@@ -17,8 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use echo::Cluster;
-use raftwal_glue::raft::eraftpb::MessageType;
-use raftwal_glue::{Config, Membership, Role, Route};
+use raftwal_glue::raft::eraftpb::{Message, MessageType};
+use raftwal_glue::{Config, DropReason, Membership, Role, Route};
 use wait::wait;
 
 /// Every node applies the joint configuration, then the whole cluster stops before the
@@ -163,4 +164,50 @@ fn a_learner_is_promoted_under_steady_writes() {
     });
     assert_eq!(c.node(l).status().voters, vec![1, 2, 3, 4]);
     c.net.release();
+}
+
+/// A node removed from the cluster, still holding its identity, sends a follower appends and
+/// heartbeats of a higher term: the follower drops them (`NotAMember`), keeps its term and
+/// leader, and still does after restarting (the removed set is stored). Followers used to
+/// hear from any node, so a removed one could lead them.
+#[test]
+fn a_removed_node_cannot_take_a_follower_over() {
+    let mut c = Cluster::new(3);
+    let l = c.wait_leader(&[1, 2, 3]);
+    let gone = (1..=3).find(|&i| i != l).unwrap();
+    let follower = (1..=3).find(|&i| i != l && i != gone).unwrap();
+    c.node(l)
+        .remove_server(gone, Duration::from_secs(10))
+        .unwrap();
+    c.crash(gone);
+    let removed = wait(|| (c.node(follower).status().voters.len() == 2).then_some(()));
+    assert!(removed.is_some(), "{:?}", c.node(follower).status());
+    for restart in [false, true] {
+        if restart {
+            c.crash(follower);
+            c.start(follower, vec![]);
+            let back = wait(|| (c.node(follower).leader() == Some(l)).then_some(()));
+            assert!(back.is_some(), "{:?}", c.node(follower).status());
+        }
+        let term = c.node(follower).status().term;
+        for t in [MessageType::MsgHeartbeat, MessageType::MsgAppend] {
+            let mut m = Message::default();
+            m.set_msg_type(t);
+            m.from = gone;
+            m.to = follower;
+            m.term = term + 3;
+            c.node(follower).mailbox().deliver_from(gone, m);
+        }
+        let dropped = wait(|| {
+            let s = c.node(follower).status();
+            let n = s.dropped.get(&DropReason::NotAMember).copied().unwrap_or(0);
+            (n >= 2).then_some(())
+        });
+        assert!(dropped.is_some(), "{:?}", c.node(follower).status());
+        let s = c.node(follower).status();
+        assert_eq!((s.term, s.leader), (term, Some(l)), "restart: {restart}");
+    }
+    c.node(l)
+        .apply(b"after".to_vec(), Duration::from_secs(10))
+        .unwrap();
 }

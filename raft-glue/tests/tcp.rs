@@ -205,7 +205,8 @@ fn heartbeat(from: u64, to: u64, term: u64) -> Message {
 }
 
 /// Without a certificate, with another CA's, or with a valid one claiming another node's id:
-/// refused at the handshake. With a valid one, a message claiming another sender: dropped.
+/// refused at the handshake. With a valid one, a message claiming another sender: dropped;
+/// a removed node speaking as itself: dropped.
 #[test]
 fn only_certified_peers_speak_and_only_for_themselves() {
     let net = Net::new(true);
@@ -245,7 +246,12 @@ fn only_certified_peers_speak_and_only_for_themselves() {
         "a certificate naming another node was not refused"
     );
     // Node 9's certificate, honest in the handshake, forging the leader's messages.
-    let forger = TcpTransport::new(9, CLUSTER, to, TcpOptions::tls(ca.identity(9).unwrap()));
+    let forger = TcpTransport::new(
+        9,
+        CLUSTER,
+        to.clone(),
+        TcpOptions::tls(ca.identity(9).unwrap()),
+    );
     forger.send(heartbeat(l, target, term + 5));
     let spoofed = wait(|| {
         let s = members[&target].node.status();
@@ -260,6 +266,37 @@ fn only_certified_peers_speak_and_only_for_themselves() {
         Some(l),
         "the forged heartbeat took effect"
     );
+    assert!(members[&target].node.status().term < term + 5);
+    // A removed node speaking as itself: certified, but no longer a member. A follower used
+    // to follow any certified peer with a higher term.
+    let gone = (1..=3).find(|&i| i != l && i != target).unwrap();
+    members[&l]
+        .node
+        .remove_server(gone, Duration::from_secs(10))
+        .unwrap();
+    let applied = wait(|| (members[&target].node.status().voters.len() == 2).then_some(()));
+    assert!(applied.is_some(), "{:?}", members[&target].node.status());
+    let term = members[&target].node.status().term;
+    let ex = TcpTransport::new(
+        gone,
+        CLUSTER,
+        to,
+        TcpOptions::tls(ca.identity(gone).unwrap()),
+    );
+    let mut append = heartbeat(gone, target, term + 5);
+    append.set_msg_type(MessageType::MsgAppend);
+    for m in [heartbeat(gone, target, term + 5), append] {
+        ex.send(m);
+    }
+    let not_member = wait(|| {
+        let s = members[&target].node.status();
+        s.dropped
+            .get(&DropReason::NotAMember)
+            .copied()
+            .filter(|&n| n >= 2)
+    });
+    assert!(not_member.is_some(), "{:?}", members[&target].node.status());
+    assert_eq!(members[&target].node.leader(), Some(l));
     assert!(members[&target].node.status().term < term + 5);
 }
 

@@ -4,20 +4,31 @@
 //! messages (an empty `MsgReadIndex`, a heartbeat committing past the log, a term that
 //! overflows) and obeys any well-formed one.
 //!
+//! Who may speak: a leader hears only from the members of its configuration. A follower hears
+//! from members, from a node a configuration change in its log adds (applied or not: the new
+//! node may already lead), and from nodes it has never known (a leader added while it lagged
+//! behind must reach it, as in etcd). It drops nodes that left its configuration
+//! ([`RaftStorage::removed_nodes`](crate::RaftStorage::removed_nodes), kept across restarts):
+//! a removed node cannot take a follower over with a higher term.
+//!
 //! It also keeps a restarted node's promise (see the lease argument in `reads.rs`): for a
 //! whole election timeout after the node starts, it grants no vote and no pre-vote (except to
 //! a leadership transfer, which its leader started).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, EntryType, Message, MessageType};
-use raft::{RawNode, StateRole, Storage, CAMPAIGN_TRANSFER};
+use raft::{GetEntriesContext, RawNode, StateRole, Storage, CAMPAIGN_TRANSFER};
 
 use crate::types::DropReason;
 
 /// Terms this close to `u64::MAX` are refused outright: a node never gets near an overflow.
 const TERM_CEILING: u64 = u64::MAX - (1 << 32);
+
+/// The most bytes of unapplied log read to find the nodes it adds (more is read as the node
+/// applies).
+const PENDING_SCAN_BYTES: u64 = 16 << 20;
 
 /// The checks, and what they dropped.
 #[derive(Debug)]
@@ -29,6 +40,11 @@ pub(crate) struct Guard {
     dropped: BTreeMap<DropReason, u64>,
     /// The drop counter of each reason seen (registered on its first drop).
     counters: BTreeMap<DropReason, ::metrics::Counter>,
+    /// Nodes named by the configuration changes of the unapplied log, and the log position
+    /// (applied, last index, last term) they were read at.
+    adding: ((u64, u64, u64), BTreeSet<u64>),
+    /// Nodes that left the configuration.
+    removed: BTreeSet<u64>,
 }
 
 impl Guard {
@@ -39,7 +55,14 @@ impl Guard {
             max_term_gap,
             dropped: BTreeMap::new(),
             counters: BTreeMap::new(),
+            adding: ((0, 0, 0), BTreeSet::new()),
+            removed: BTreeSet::new(),
         }
+    }
+
+    /// The nodes that left the configuration, as the storage records them.
+    pub(crate) fn set_removed(&mut self, removed: BTreeSet<u64>) {
+        self.removed = removed;
     }
 
     /// Messages dropped so far, by reason.
@@ -60,7 +83,9 @@ impl Guard {
     ) -> bool {
         let checked = match peer {
             Some(p) if p != m.from => Err(DropReason::Spoofed),
-            _ => self.check(node, m, now, snapshot),
+            _ => self
+                .check(node, m, now, snapshot)
+                .and_then(|()| self.check_sender(node, m.from)),
         };
         match checked {
             Ok(()) => true,
@@ -111,13 +136,6 @@ impl Guard {
         }
         if m.to != self.id || m.from == self.id || m.from == 0 {
             return Err(DropReason::Misaddressed);
-        }
-        // A leader hears only from members (a removed node's answers and campaigns are
-        // noise). A follower's view of the configuration may be behind the cluster's, so it
-        // hears from any peer: a leader it does not know of yet may lead it (the transport
-        // authenticates who a peer is).
-        if r.state == StateRole::Leader && r.prs().get(m.from).is_none() {
-            return Err(DropReason::NotAMember);
         }
         // Forwarded reads carry no term (raft-rs treats them as local); everything else does.
         let term_ok = if t == T::MsgReadIndex {
@@ -186,6 +204,60 @@ impl Guard {
         }
         Ok(())
     }
+
+    /// Whether `from` may speak to this node (see the module documentation).
+    fn check_sender<S: Storage>(&mut self, node: &RawNode<S>, from: u64) -> Result<(), DropReason> {
+        let r = &node.raft;
+        if r.prs().get(from).is_some() {
+            return Ok(());
+        }
+        if r.state == StateRole::Leader
+            || (self.removed.contains(&from) && !self.adding(node).contains(&from))
+        {
+            return Err(DropReason::NotAMember);
+        }
+        Ok(())
+    }
+
+    /// The nodes the unapplied log's configuration changes name, read again only when the
+    /// log has moved.
+    fn adding<S: Storage>(&mut self, node: &RawNode<S>) -> &BTreeSet<u64> {
+        let log = &node.raft.raft_log;
+        let (applied, last) = (log.applied, log.last_index());
+        let at = (applied, last, log.last_term());
+        if self.adding.0 != at {
+            let mut ids = BTreeSet::new();
+            if last > applied {
+                let ctx = GetEntriesContext::empty(false);
+                let entries = log
+                    .slice(applied + 1, last + 1, PENDING_SCAN_BYTES, ctx)
+                    .unwrap_or_default();
+                for e in &entries {
+                    named_nodes(e.get_entry_type(), &e.data, &mut ids);
+                }
+            }
+            self.adding = (at, ids);
+        }
+        &self.adding.1
+    }
+}
+
+/// Adds the nodes a configuration change entry names to `ids` (other entries name none).
+fn named_nodes(t: EntryType, data: &[u8], ids: &mut BTreeSet<u64>) {
+    use protobuf::Message as _;
+    match t {
+        EntryType::EntryNormal => {}
+        EntryType::EntryConfChange => {
+            if let Ok(cc) = ConfChange::parse_from_bytes(data) {
+                ids.insert(cc.node_id);
+            }
+        }
+        EntryType::EntryConfChangeV2 => {
+            if let Ok(cc) = ConfChangeV2::parse_from_bytes(data) {
+                ids.extend(cc.changes.iter().map(|c| c.node_id));
+            }
+        }
+    }
 }
 
 /// A configuration raft-rs can restore: some voter, no zero id, no node both voter and
@@ -221,5 +293,86 @@ pub(crate) fn conf_change_decodes(t: EntryType, data: &[u8]) -> bool {
         EntryType::EntryNormal => true,
         EntryType::EntryConfChange => ConfChange::default().merge_from_bytes(data).is_ok(),
         EntryType::EntryConfChangeV2 => ConfChangeV2::default().merge_from_bytes(data).is_ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protobuf::Message as _;
+    use raft::eraftpb::{ConfChangeType, Entry};
+    use raft::storage::MemStorage;
+
+    fn node(voters: Vec<u64>) -> RawNode<MemStorage> {
+        let storage = MemStorage::new_with_conf_state((voters, vec![]));
+        let cfg = raft::Config {
+            id: 1,
+            ..Default::default()
+        };
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        RawNode::new(&cfg, storage, &logger).unwrap()
+    }
+
+    fn msg(t: MessageType, from: u64, term: u64) -> Message {
+        let mut m = Message::default();
+        m.set_msg_type(t);
+        m.from = from;
+        m.to = 1;
+        m.term = term;
+        m
+    }
+
+    fn admitted(g: &mut Guard, n: &RawNode<MemStorage>, from: u64) -> bool {
+        g.admit(
+            n,
+            &msg(MessageType::MsgHeartbeat, from, 2),
+            Some(from),
+            Instant::now(),
+            false,
+        )
+    }
+
+    #[test]
+    fn a_follower_drops_removed_nodes_unless_its_log_adds_them_back() {
+        let mut g = Guard::new(1, Instant::now(), 1000);
+        let mut n = node(vec![1, 2, 3]);
+        assert!(admitted(&mut g, &n, 2));
+        assert!(
+            admitted(&mut g, &n, 9),
+            "a node added while this one lagged"
+        );
+        g.set_removed([4, 9].into());
+        assert!(!admitted(&mut g, &n, 4), "a removed node");
+        assert!(!admitted(&mut g, &n, 9));
+        assert_eq!(g.dropped().get(&DropReason::NotAMember), Some(&2));
+
+        // Member 2 leads and appends a change adding node 4 back, not applied yet.
+        let mut cc = ConfChange::default();
+        cc.set_change_type(ConfChangeType::AddNode);
+        cc.node_id = 4;
+        let mut e = Entry {
+            index: 1,
+            term: 2,
+            data: cc.write_to_bytes().unwrap().into(),
+            ..Default::default()
+        };
+        e.set_entry_type(EntryType::EntryConfChange);
+        let mut append = msg(MessageType::MsgAppend, 2, 2);
+        append.mut_entries().push(e);
+        assert!(g.admit(&n, &append, Some(2), Instant::now(), false));
+        n.step(append).unwrap();
+        assert!(admitted(&mut g, &n, 4), "the node the log adds back");
+        assert!(!admitted(&mut g, &n, 9));
+        assert_eq!(g.dropped().get(&DropReason::NotAMember), Some(&3));
+    }
+
+    #[test]
+    fn a_leader_hears_from_members_only() {
+        let mut g = Guard::new(1, Instant::now(), 1000);
+        let mut leader = node(vec![1, 2, 3]);
+        leader.campaign().unwrap();
+        leader.raft.become_leader();
+        assert!(admitted(&mut g, &leader, 3));
+        assert!(!admitted(&mut g, &leader, 4));
     }
 }

@@ -533,6 +533,9 @@ where
     let replayed_upto = storage
         .conf_index()
         .map_err(|e| Error::storage("reading the configuration index", e))?;
+    let removed = storage
+        .removed_nodes()
+        .map_err(|e| Error::storage("reading the removed nodes", e))?;
     let raft_cfg = raft::Config {
         id: cfg.id,
         applied,
@@ -568,6 +571,8 @@ where
     } else {
         now
     };
+    let mut guard = Guard::new(cfg.id, quiet_until, cfg.max_term_gap);
+    guard.set_removed(removed);
     let metrics = crate::metrics::NodeMetrics::new(cfg.id);
     let node_metrics = metrics.clone();
     let core = Core {
@@ -578,7 +583,7 @@ where
         clock: cfg.clock.clone(),
         proposals: Proposals::new(cfg.id, metrics.clone()),
         reads: Reads::new(cfg.id, cfg.lease(), cfg.heartbeat(), metrics.clone()),
-        guard: Guard::new(cfg.id, quiet_until, cfg.max_term_gap),
+        guard,
         snapshots: SnapshotState {
             threshold: cfg.snapshot_threshold,
             trailing: cfg.trailing_entries,

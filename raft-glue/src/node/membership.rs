@@ -69,12 +69,24 @@ where
                 .store()
                 .set_conf_state_at(&cs, e.index)
                 .map_err(|x| Error::Storage(Cause::with("recording the configuration", x)))?;
+            self.refresh_removed()?;
             self.step_down_if_removed(&cs);
             cs
         };
         self.snapshots.conf_index = e.index;
         self.publish_conf(&cs);
         self.proposals.applied(e, Vec::new());
+        Ok(())
+    }
+
+    /// Tells the guard which nodes left the configuration, as just recorded.
+    pub(super) fn refresh_removed(&mut self) -> Result<()> {
+        let removed = self
+            .node
+            .store()
+            .removed_nodes()
+            .map_err(|x| Error::Storage(Cause::with("reading the removed nodes", x)))?;
+        self.guard.set_removed(removed);
         Ok(())
     }
 

@@ -226,6 +226,7 @@ where
             s.snapshot_index = meta.index;
         }
         self.publish_conf(meta.get_conf_state());
+        self.refresh_removed()?;
         self.reads.applied(self.applied);
         self.metrics
             .seconds(crate::metrics::SNAPSHOT_INSTALL_SECONDS, started.elapsed());

@@ -1,5 +1,7 @@
 //! The stable keys Raft's state lives under, and how Raft's types are encoded in the stores.
 
+use std::collections::BTreeSet;
+
 use raft::eraftpb::{ConfState, Entry, EntryType, HardState};
 use raftwal_wal::{EntryKind, LogEntry};
 
@@ -17,6 +19,45 @@ pub const CONF_INDEX_KEY: &[u8] = b"raft/conf_index";
 /// Stable key of the compaction point: the `(index, term)` of the last entry compacted away,
 /// so that the term of the entry just before the first index stays known.
 pub const COMPACTED_KEY: &[u8] = b"raft/compacted";
+/// Stable key of the nodes that left this node's configuration and were not added back (their
+/// ids, 8 bytes each, little-endian, ascending).
+pub const REMOVED_KEY: &[u8] = b"raft/removed";
+
+/// Every node a configuration names (voters, learners, both halves of a joint one).
+fn members(cs: &ConfState) -> impl Iterator<Item = u64> + '_ {
+    cs.voters
+        .iter()
+        .chain(&cs.learners)
+        .chain(&cs.voters_outgoing)
+        .chain(&cs.learners_next)
+        .copied()
+}
+
+/// The removed nodes after the configuration moved from `old` to `new`: those `old` named
+/// and `new` does not join them, those `new` names leave them.
+pub(super) fn departed(old: &ConfState, new: &ConfState, removed: &mut BTreeSet<u64>) {
+    let now: BTreeSet<u64> = members(new).collect();
+    removed.extend(members(old).filter(|id| !now.contains(id)));
+    removed.retain(|id| !now.contains(id));
+}
+
+/// Encodes a set of node ids for [`REMOVED_KEY`].
+pub(super) fn encode_ids(ids: &BTreeSet<u64>) -> Vec<u8> {
+    ids.iter().flat_map(|id| id.to_le_bytes()).collect()
+}
+
+/// Decodes [`REMOVED_KEY`]'s value.
+pub(super) fn decode_ids(b: &[u8]) -> Result<BTreeSet<u64>, Error> {
+    if !b.len().is_multiple_of(8) {
+        return Err(Error::Decode {
+            what: "removed nodes",
+            detail: format!("{} bytes, not a multiple of 8", b.len()),
+        });
+    }
+    Ok(b.chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
+        .collect())
+}
 
 /// Converts a raft-rs entry into a log entry.
 pub fn to_log_entry(e: &Entry) -> LogEntry {
@@ -122,6 +163,9 @@ pub fn describe_stable_key(key: &[u8], value: &[u8]) -> Option<String> {
     if key == COMPACTED_KEY {
         let (index, term) = decode_mark("compaction point", Some(value.to_vec())).ok()?;
         return Some(format!("compacted up to index {index}, term {term}"));
+    }
+    if key == REMOVED_KEY {
+        return Some(format!("removed nodes {:?}", decode_ids(value).ok()?));
     }
     if key == CONF_INDEX_KEY {
         let index = u64::from_le_bytes(value.try_into().ok()?);

@@ -30,12 +30,12 @@ mod reads;
 
 pub use codec::{
     describe_stable_key, encode_conf_state, to_log_entry, to_raft_entry, COMPACTED_KEY,
-    CONF_INDEX_KEY, CONF_STATE_KEY, HARD_STATE_KEY, SNAPSHOT_KEY,
+    CONF_INDEX_KEY, CONF_STATE_KEY, HARD_STATE_KEY, REMOVED_KEY, SNAPSHOT_KEY,
 };
 pub use error::Error;
 
 use cache::TailCache;
-use codec::{decode, decode_mark, encode, encode_mark};
+use codec::{decode, decode_ids, decode_mark, departed, encode, encode_ids, encode_mark};
 
 /// `raft::Storage` over a [`BatchStore`] (for example [`raftwal_wal::Wal`]) and a
 /// [`SnapshotStore`]. Besides the trait, it offers the writes a Raft node makes: append a round
@@ -282,8 +282,32 @@ impl<L: BatchStore, S: SnapshotStore> RaftStorage<L, S> {
     /// Store errors.
     pub fn set_conf_state(&self, cs: &ConfState) -> Result<(), Error> {
         let mut b = WriteBatch::new();
-        b.set(CONF_STATE_KEY, &encode(cs));
+        self.set_conf(&mut b, cs)?;
         Ok(self.log.commit(b)?)
+    }
+
+    /// Adds the new configuration to `b`, with the removed nodes it changes.
+    fn set_conf(&self, b: &mut WriteBatch, cs: &ConfState) -> Result<(), Error> {
+        let mut removed = self.removed_nodes()?;
+        let before = removed.clone();
+        departed(&self.conf_state()?, cs, &mut removed);
+        if removed != before {
+            b.set(REMOVED_KEY, &encode_ids(&removed));
+        }
+        b.set(CONF_STATE_KEY, &encode(cs));
+        Ok(())
+    }
+
+    /// The nodes that left this node's configuration (by a change it applied or a snapshot it
+    /// installed) and were not added back. A node's guard drops their messages.
+    ///
+    /// # Errors
+    /// Store or decode errors.
+    pub fn removed_nodes(&self) -> Result<std::collections::BTreeSet<u64>, Error> {
+        match self.log.get(REMOVED_KEY)? {
+            Some(b) => decode_ids(&b),
+            None => Ok(Default::default()),
+        }
     }
 
     /// Persists the configuration produced by the conf change at `index`, with that index
@@ -294,8 +318,8 @@ impl<L: BatchStore, S: SnapshotStore> RaftStorage<L, S> {
     /// Store errors.
     pub fn set_conf_state_at(&self, cs: &ConfState, index: u64) -> Result<(), Error> {
         let mut b = WriteBatch::new();
-        b.set(CONF_STATE_KEY, &encode(cs))
-            .set_u64(CONF_INDEX_KEY, index);
+        self.set_conf(&mut b, cs)?;
+        b.set_u64(CONF_INDEX_KEY, index);
         Ok(self.log.commit(b)?)
     }
 
@@ -369,8 +393,8 @@ impl<L: BatchStore, S: SnapshotStore> RaftStorage<L, S> {
         if self.log.last_index()? != 0 {
             b.truncate_after(first - 1);
         }
+        self.set_conf(&mut b, meta.get_conf_state())?;
         b.set(SNAPSHOT_KEY, &mark)
-            .set(CONF_STATE_KEY, &encode(meta.get_conf_state()))
             .set_u64(CONF_INDEX_KEY, meta.index)
             .set(HARD_STATE_KEY, &encode(&hs));
         self.commit_marked(b, (meta.index, meta.term), TailCache::clear)
