@@ -47,6 +47,14 @@ pub enum Error {
     /// configuration not yet left); nothing was proposed.
     #[error("another membership change is in progress")]
     ConfChangeInProgress,
+    /// The change adds a node this node knows was removed from the cluster: an id is never
+    /// used again (the members that remember the removal would not hear it). Nothing was
+    /// proposed; give the node a fresh id.
+    #[error("node {id} was removed from the cluster; its id cannot be used again")]
+    IdRemoved {
+        /// The removed node's id.
+        id: u64,
+    },
     /// The node is shut down.
     #[error("the node is shut down")]
     Shutdown,

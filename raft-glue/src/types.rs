@@ -176,8 +176,8 @@ pub enum DropReason {
     NotFromPeers,
     /// Addressed to another node, or claiming to come from this node or node 0.
     Misaddressed,
-    /// From a node this one's configuration does not name (to a follower: nor a configuration
-    /// change in its log).
+    /// To a leader: from a node its configuration does not name. To a follower: from a node
+    /// that left its configuration and is not a member again.
     NotAMember,
     /// A term too far ahead of this node's (or near `u64::MAX`).
     TermOutOfRange,

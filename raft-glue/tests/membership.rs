@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use echo::Cluster;
 use raftwal_glue::raft::eraftpb::{Message, MessageType};
-use raftwal_glue::{Config, DropReason, Membership, Role, Route};
+use raftwal_glue::{Config, DropReason, Membership, NodeError, Role, Route};
 use wait::wait;
 
 /// Every node applies the joint configuration, then the whole cluster stops before the
@@ -169,7 +169,8 @@ fn a_learner_is_promoted_under_steady_writes() {
 /// A node removed from the cluster, still holding its identity, sends a follower appends and
 /// heartbeats of a higher term: the follower drops them (`NotAMember`), keeps its term and
 /// leader, and still does after restarting (the removed set is stored). Followers used to
-/// hear from any node, so a removed one could lead them.
+/// hear from any node, so a removed one could lead them. The leader refuses to add the id
+/// back.
 #[test]
 fn a_removed_node_cannot_take_a_follower_over() {
     let mut c = Cluster::new(3);
@@ -210,4 +211,12 @@ fn a_removed_node_cannot_take_a_follower_over() {
     c.node(l)
         .apply(b"after".to_vec(), Duration::from_secs(10))
         .unwrap();
+    // Its id is not given out again: the follower would not hear it.
+    for add in [
+        c.node(l).add_voter(gone, Duration::from_secs(5)),
+        c.node(l).add_learner(gone, Duration::from_secs(5)),
+    ] {
+        assert_eq!(add, Err(NodeError::IdRemoved { id: gone }));
+    }
+    assert_eq!(c.node(l).status().voters.len(), 2);
 }

@@ -15,7 +15,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use raft::eraftpb::{ConfState, Entry, EntryType, Message, MessageType};
+use raft::eraftpb::{ConfChangeType, ConfState, Entry, EntryType, Message, MessageType};
 use raft::{RawNode, SnapshotStatus, StateRole};
 use raftwal_snapshot::SnapshotStore;
 use raftwal_wal::BatchStore;
@@ -245,7 +245,14 @@ where
                     .request(&mut self.node, request, deadline, now, self.applied);
             }
             Event::ConfChange { cc, reply } => {
-                self.proposals.conf_change(&mut self.node, cc, reply);
+                let reused = cc.changes.iter().find(|c| {
+                    c.get_change_type() != ConfChangeType::RemoveNode
+                        && self.guard.was_removed(c.node_id)
+                });
+                match reused {
+                    Some(c) => reply.send(Err(Error::IdRemoved { id: c.node_id })),
+                    None => self.proposals.conf_change(&mut self.node, cc, reply),
+                }
             }
             Event::Propose { data, reply } => self.proposals.queue(&self.node, data, reply),
         }

@@ -5,11 +5,15 @@
 //! overflows) and obeys any well-formed one.
 //!
 //! Who may speak: a leader hears only from the members of its configuration. A follower hears
-//! from members, from a node a configuration change in its log adds (applied or not: the new
-//! node may already lead), and from nodes it has never known (a leader added while it lagged
-//! behind must reach it, as in etcd). It drops nodes that left its configuration
+//! from members and from nodes it has never known (a leader added while it lagged behind must
+//! reach it, as in etcd). It drops nodes that left its configuration
 //! ([`RaftStorage::removed_nodes`](crate::RaftStorage::removed_nodes), kept across restarts):
-//! a removed node cannot take a follower over with a higher term.
+//! a removed node cannot take a follower over with a higher term. The check reads nothing
+//! but memory: a message costs no disk read, whoever sends it.
+//!
+//! So an id, once removed, is not used again: a leader refuses to add one it knows was removed
+//! ([`Error::IdRemoved`](crate::Error::IdRemoved)), and a follower that remembers the removal
+//! hears the node again only once it has applied the change adding it back.
 //!
 //! It also keeps a restarted node's promise (see the lease argument in `reads.rs`): for a
 //! whole election timeout after the node starts, it grants no vote and no pre-vote (except to
@@ -19,16 +23,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, EntryType, Message, MessageType};
-use raft::{GetEntriesContext, RawNode, StateRole, Storage, CAMPAIGN_TRANSFER};
+use raft::{RawNode, StateRole, Storage, CAMPAIGN_TRANSFER};
 
 use crate::types::DropReason;
 
 /// Terms this close to `u64::MAX` are refused outright: a node never gets near an overflow.
 const TERM_CEILING: u64 = u64::MAX - (1 << 32);
-
-/// The most bytes of unapplied log read to find the nodes it adds (more is read as the node
-/// applies).
-const PENDING_SCAN_BYTES: u64 = 16 << 20;
 
 /// The checks, and what they dropped.
 #[derive(Debug)]
@@ -40,9 +40,6 @@ pub(crate) struct Guard {
     dropped: BTreeMap<DropReason, u64>,
     /// The drop counter of each reason seen (registered on its first drop).
     counters: BTreeMap<DropReason, ::metrics::Counter>,
-    /// Nodes named by the configuration changes of the unapplied log, and the log position
-    /// (applied, last index, last term) they were read at.
-    adding: ((u64, u64, u64), BTreeSet<u64>),
     /// Nodes that left the configuration.
     removed: BTreeSet<u64>,
 }
@@ -55,7 +52,6 @@ impl Guard {
             max_term_gap,
             dropped: BTreeMap::new(),
             counters: BTreeMap::new(),
-            adding: ((0, 0, 0), BTreeSet::new()),
             removed: BTreeSet::new(),
         }
     }
@@ -63,6 +59,11 @@ impl Guard {
     /// The nodes that left the configuration, as the storage records them.
     pub(crate) fn set_removed(&mut self, removed: BTreeSet<u64>) {
         self.removed = removed;
+    }
+
+    /// Whether `id` left this node's configuration (so may not join it again).
+    pub(crate) fn was_removed(&self, id: u64) -> bool {
+        self.removed.contains(&id)
     }
 
     /// Messages dropped so far, by reason.
@@ -206,57 +207,15 @@ impl Guard {
     }
 
     /// Whether `from` may speak to this node (see the module documentation).
-    fn check_sender<S: Storage>(&mut self, node: &RawNode<S>, from: u64) -> Result<(), DropReason> {
+    fn check_sender<S: Storage>(&self, node: &RawNode<S>, from: u64) -> Result<(), DropReason> {
         let r = &node.raft;
         if r.prs().get(from).is_some() {
             return Ok(());
         }
-        if r.state == StateRole::Leader
-            || (self.removed.contains(&from) && !self.adding(node).contains(&from))
-        {
+        if r.state == StateRole::Leader || self.removed.contains(&from) {
             return Err(DropReason::NotAMember);
         }
         Ok(())
-    }
-
-    /// The nodes the unapplied log's configuration changes name, read again only when the
-    /// log has moved.
-    fn adding<S: Storage>(&mut self, node: &RawNode<S>) -> &BTreeSet<u64> {
-        let log = &node.raft.raft_log;
-        let (applied, last) = (log.applied, log.last_index());
-        let at = (applied, last, log.last_term());
-        if self.adding.0 != at {
-            let mut ids = BTreeSet::new();
-            if last > applied {
-                let ctx = GetEntriesContext::empty(false);
-                let entries = log
-                    .slice(applied + 1, last + 1, PENDING_SCAN_BYTES, ctx)
-                    .unwrap_or_default();
-                for e in &entries {
-                    named_nodes(e.get_entry_type(), &e.data, &mut ids);
-                }
-            }
-            self.adding = (at, ids);
-        }
-        &self.adding.1
-    }
-}
-
-/// Adds the nodes a configuration change entry names to `ids` (other entries name none).
-fn named_nodes(t: EntryType, data: &[u8], ids: &mut BTreeSet<u64>) {
-    use protobuf::Message as _;
-    match t {
-        EntryType::EntryNormal => {}
-        EntryType::EntryConfChange => {
-            if let Ok(cc) = ConfChange::parse_from_bytes(data) {
-                ids.insert(cc.node_id);
-            }
-        }
-        EntryType::EntryConfChangeV2 => {
-            if let Ok(cc) = ConfChangeV2::parse_from_bytes(data) {
-                ids.extend(cc.changes.iter().map(|c| c.node_id));
-            }
-        }
     }
 }
 
@@ -333,7 +292,7 @@ mod tests {
     }
 
     #[test]
-    fn a_follower_drops_removed_nodes_unless_its_log_adds_them_back() {
+    fn a_follower_drops_removed_nodes_until_it_applies_their_return() {
         let mut g = Guard::new(1, Instant::now(), 1000);
         let mut n = node(vec![1, 2, 3]);
         assert!(admitted(&mut g, &n, 2));
@@ -342,11 +301,12 @@ mod tests {
             "a node added while this one lagged"
         );
         g.set_removed([4, 9].into());
+        assert!(g.was_removed(4) && !g.was_removed(2));
         assert!(!admitted(&mut g, &n, 4), "a removed node");
         assert!(!admitted(&mut g, &n, 9));
         assert_eq!(g.dropped().get(&DropReason::NotAMember), Some(&2));
 
-        // Member 2 leads and appends a change adding node 4 back, not applied yet.
+        // Member 2 leads and appends a change adding node 4 back: not applied, not enough.
         let mut cc = ConfChange::default();
         cc.set_change_type(ConfChangeType::AddNode);
         cc.node_id = 4;
@@ -361,9 +321,15 @@ mod tests {
         append.mut_entries().push(e);
         assert!(g.admit(&n, &append, Some(2), Instant::now(), false));
         n.step(append).unwrap();
-        assert!(admitted(&mut g, &n, 4), "the node the log adds back");
+        assert!(!admitted(&mut g, &n, 4), "a return not yet applied");
+        // Once applied, node 4 is a member again.
+        n.apply_conf_change(&cc).unwrap();
+        assert!(
+            admitted(&mut g, &n, 4),
+            "the node the applied change adds back"
+        );
         assert!(!admitted(&mut g, &n, 9));
-        assert_eq!(g.dropped().get(&DropReason::NotAMember), Some(&3));
+        assert_eq!(g.dropped().get(&DropReason::NotAMember), Some(&4));
     }
 
     #[test]
