@@ -3,8 +3,9 @@
 //! a damaged snapshot stream refused. And the attacks of an outsider on the same network:
 //! connecting without a certificate, with another CA's, or with a valid one while claiming
 //! another node's id; forged messages (a term of `u64::MAX`, an empty proposal, a proposal
-//! from a stranger, a configuration change removing a node); a thousand idle connections and
-//! a hundred that announce 64 MiB frames and stop; a peer that accepts and stops reading.
+//! from a stranger, a configuration change removing a node); a hundred connections that
+//! announce 4 MiB frames and stop, then a thousand idle ones; silent connections past the
+//! handshake and idle deadlines; a peer that accepts and stops reading.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 #[path = "support/pairs.rs"]
@@ -63,6 +64,8 @@ struct Net {
     addrs: HashMap<u64, SocketAddr>,
     ca: Option<DevCa>,
     dir: tempfile::TempDir,
+    /// Changes every member's transport and server options.
+    tweak: fn(TcpOptions) -> TcpOptions,
 }
 
 impl Net {
@@ -76,14 +79,15 @@ impl Net {
                 .collect(),
             ca: tls.then(|| DevCa::new().unwrap()),
             dir: tempfile::tempdir().unwrap(),
+            tweak: |o| o,
         }
     }
 
     fn opts(&self, id: u64) -> TcpOptions {
-        match &self.ca {
+        (self.tweak)(match &self.ca {
             Some(ca) => TcpOptions::tls(ca.identity(id).unwrap()),
             None => TcpOptions::plaintext(),
-        }
+        })
     }
 
     /// Starts a member; the port may still be held by a just-stopped one, which is the error.
@@ -300,13 +304,18 @@ fn only_certified_peers_speak_and_only_for_themselves() {
     assert!(members[&target].node.status().term < term + 5);
 }
 
-/// Speaks the plaintext wire protocol by hand: a hello, then frames.
-fn raw(addr: SocketAddr, from: u64) -> TcpStream {
-    let mut s = TcpStream::connect(addr).unwrap();
+/// The hello a plaintext peer sends: magic, cluster, claimed id.
+fn hello(from: u64) -> Vec<u8> {
     let mut hello = b"RWRAFT\x00\x02".to_vec();
     hello.extend_from_slice(&CLUSTER.to_le_bytes());
     hello.extend_from_slice(&from.to_le_bytes());
-    s.write_all(&hello).unwrap();
+    hello
+}
+
+/// Speaks the plaintext wire protocol by hand: a hello, then frames.
+fn raw(addr: SocketAddr, from: u64) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(&hello(from)).unwrap();
     s
 }
 
@@ -419,49 +428,73 @@ fn rss_mb() -> u64 {
         / 1024
 }
 
-/// A thousand idle connections and a hundred that announce a 64 MiB frame and stop: the
-/// server holds at most its connection limit, threads and memory stay bounded, idle ones are
-/// closed, and the cluster goes on.
+/// Raises this process's descriptor limit to its hard limit (the test holds over a thousand
+/// sockets).
+fn more_descriptors() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut l = getrlimit(Resource::Nofile);
+    l.current = l.maximum;
+    let _ = setrlimit(Resource::Nofile, l);
+}
+
+/// A hundred connections that announce a 4 MiB frame (within `max_frame`) and send 100 bytes
+/// of it, held at once, then a thousand idle ones: the half-sent frames cost what arrived, not
+/// what was announced (an implementation allocating from the length alone would take 400 MiB),
+/// the server holds at most its connection limit and refuses the rest, threads stay bounded,
+/// and the cluster goes on.
 #[test]
 fn idle_and_half_sent_connections_stay_bounded() {
-    let net = Net::new(false);
+    more_descriptors();
+    let mut net = Net::new(false);
+    net.tweak = |o| TcpOptions {
+        max_connections: 150,
+        ..o
+    };
     let members = net.start_all();
     let l = wait(|| leader(&members)).expect("a leader");
-    let (threads0, rss0) = (threads(), rss_mb());
+    let server = &members[&1].server;
+    let (threads0, rss0, held0) = (threads(), rss_mb(), server.connections());
     let target = net.addrs[&1];
     let mut held = Vec::new();
+    for _ in 0..100 {
+        let mut s = TcpStream::connect(target).unwrap();
+        s.write_all(&hello(2)).unwrap();
+        s.write_all(&(4u32 << 20).to_le_bytes()).unwrap();
+        s.write_all(&[0u8; 100]).unwrap();
+        held.push(s);
+    }
+    let all_held = wait(|| (server.connections() >= held0 + 100).then_some(()));
+    assert!(
+        all_held.is_some(),
+        "{} connections held",
+        server.connections()
+    );
+    let rss1 = rss_mb();
+    assert!(
+        rss1 <= rss0 + 100,
+        "100 half-sent frames: memory grew from {rss0} MB to {rss1} MB"
+    );
     for _ in 0..1000 {
         if let Ok(s) = TcpStream::connect(target) {
             held.push(s);
         }
     }
-    for _ in 0..100 {
-        if let Ok(mut s) = TcpStream::connect(target) {
-            let mut hello = b"RWRAFT\x00\x02".to_vec();
-            hello.extend_from_slice(&CLUSTER.to_le_bytes());
-            hello.extend_from_slice(&2u64.to_le_bytes());
-            let _ = s.write_all(&hello);
-            let _ = s.write_all(&(64u32 << 20).to_le_bytes());
-            let _ = s.write_all(&[0u8; 100]);
-            held.push(s);
-        }
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    let server = &members[&1].server;
+    assert!(held.len() >= 1100, "{} connections made", held.len());
+    let refused = wait(|| (server.refused() >= 900).then_some(()));
+    assert!(refused.is_some(), "{} refused", server.refused());
     assert!(
-        server.connections() <= 64,
+        server.connections() <= 150,
         "{} connections held",
         server.connections()
     );
-    assert!(server.refused() > 900, "{} refused", server.refused());
-    let (threads1, rss1) = (threads(), rss_mb());
+    let (threads1, rss2) = (threads(), rss_mb());
     assert!(
-        threads1 <= threads0 + 70,
+        threads1 <= threads0 + 160,
         "threads grew from {threads0} to {threads1}"
     );
     assert!(
-        rss1 <= rss0 + 100,
-        "memory grew from {rss0} MB to {rss1} MB"
+        rss2 <= rss0 + 150,
+        "memory grew from {rss0} MB to {rss2} MB"
     );
     // The cluster still commits.
     members[&l]
@@ -469,6 +502,57 @@ fn idle_and_half_sent_connections_stay_bounded() {
         .apply(b"under siege".to_vec(), Duration::from_secs(10))
         .unwrap();
     drop(held);
+}
+
+/// Whether the server closed `s` within `within` (it writes nothing to a peer, so a read
+/// returns only at the close).
+fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    use std::io::Read;
+    s.set_read_timeout(Some(within)).unwrap();
+    match s.read(&mut [0u8; 64]) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+/// A connection that never finishes its hello is refused at the handshake deadline; one that
+/// did, and then speaks more often than the idle timeout, is kept well past both deadlines and
+/// closed once it falls silent.
+#[test]
+fn silent_connections_are_closed_at_their_deadlines() {
+    let mut net = Net::new(false);
+    net.tweak = |o| TcpOptions {
+        handshake_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_millis(800),
+        ..o
+    };
+    let m = net.start(1).unwrap();
+    let target = net.addrs[&1];
+
+    let refused0 = m.server.refused();
+    let mut mute = TcpStream::connect(target).unwrap();
+    mute.write_all(&hello(2)[..10]).unwrap();
+    assert!(closed_within(&mut mute, Duration::from_secs(20)));
+    assert_eq!(m.server.refused(), refused0 + 1, "refused at the handshake");
+
+    let mut chatty = raw(target, 2);
+    let until = Instant::now() + Duration::from_millis(2400);
+    while Instant::now() < until {
+        frame(&mut chatty, &heartbeat(2, 1, 0));
+        assert!(!closed_within(&mut chatty, Duration::from_millis(100)));
+    }
+    assert_eq!(m.server.refused(), refused0 + 1, "a speaking peer is kept");
+    assert!(closed_within(&mut chatty, Duration::from_secs(20)));
+    let gone = wait(|| (m.server.connections() == 0).then_some(()));
+    assert!(
+        gone.is_some(),
+        "{} connections held",
+        m.server.connections()
+    );
 }
 
 /// A peer that accepts connections and never reads: the writer's blocked write times out, the
