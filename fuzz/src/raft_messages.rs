@@ -9,10 +9,14 @@
 //! Raft reaches the fuzzer.
 //!
 //! Invariants, checked after every step: no node stops; no node's term nears `u64::MAX`; a
-//! node's commit index never moves back and what it committed is never rewritten. (Whether
-//! nodes agree with each other is not checked: a sender here may claim any identity, members'
-//! included, and Raft cannot survive a member that lies. Peer identities are the transport's
-//! to authenticate.)
+//! node's commit index never moves back and what it committed is never rewritten.
+//!
+//! The input runs twice. First as it arrives unauthenticated (`Mailbox::deliver`): a sender
+//! there may claim any identity, members' included, and Raft cannot survive a member that
+//! lies, so nodes may disagree. Then again with every message arriving from an authenticated
+//! member other than the one it claims (`Mailbox::deliver_from`, as a TLS peer forging
+//! another's id): the guard must drop each one, so on top of the invariants above the nodes
+//! must agree: any index two nodes committed holds the same entry on both.
 
 use protobuf::Message as _;
 use raftwal_glue::raft::eraftpb::{
@@ -216,8 +220,63 @@ impl Committed {
     }
 }
 
-/// The scenario; panics on a broken invariant.
+/// The scenario, run unauthenticated and then forged by authenticated peers; panics on a
+/// broken invariant.
 pub fn raft_messages(data: &[u8]) {
+    run(data, false);
+    run(data, true);
+}
+
+/// The peer a forged message arrives from: a member other than the claimed sender and the
+/// recipient.
+fn forger(m: &Message, to: u64) -> u64 {
+    (1..=3).find(|&p| p != m.from && p != to).unwrap_or(1)
+}
+
+/// Makes `m` what the leader could send `to` now: its id and term, a log term that matches
+/// the recipient's entry at `m.index` (moved within its committed log), entries of the current
+/// term following it.
+fn plausible(m: &mut Message, c: &ManualCluster, to: u64) {
+    let Some(l) = c.leader() else { return };
+    let (term, _, _) = c.state(to);
+    m.from = l;
+    m.to = to;
+    m.term = term;
+    let log = c.committed(to);
+    m.index = m.index.min(log.last().map_or(0, |e| e.index));
+    if let Some(e) = log.iter().find(|e| e.index == m.index) {
+        m.log_term = e.term;
+    }
+    let at = m.index;
+    for (i, e) in m.mut_entries().iter_mut().enumerate() {
+        e.index = at + 1 + i as u64;
+        e.term = term;
+    }
+}
+
+/// Any index two nodes both committed holds the same entry on both.
+fn agree(c: &ManualCluster, step: usize) {
+    let logs: Vec<(u64, Vec<Entry>)> = c
+        .ids()
+        .into_iter()
+        .map(|id| (id, c.committed(id)))
+        .collect();
+    for (a, la) in &logs {
+        for (b, lb) in &logs {
+            for e in la {
+                if let Some(f) = lb.iter().find(|f| f.index == e.index) {
+                    assert!(
+                        (e.term, &e.data) == (f.term, &f.data),
+                        "step {step}: nodes {a} and {b} committed different entries at {}",
+                        e.index
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn run(data: &[u8], forged: bool) {
     let mut inp = Input::new(data);
     let mut c = ManualCluster::new(3);
     let leader = c.elect();
@@ -237,11 +296,22 @@ pub fn raft_messages(data: &[u8]) {
                 if std::env::var_os("RAFTWAL_FUZZ_TRACE").is_some() {
                     eprintln!("step {step}: to {to} state {:?}: {m:?}", c.state(to));
                 }
+                if forged && inp.u8().is_multiple_of(2) {
+                    plausible(&mut m, &c, to);
+                }
+                let peer = forged.then(|| forger(&m, to));
+                let mb = c.mailbox(to);
                 if m.get_msg_type() == MessageType::MsgSnapshot && inp.u8().is_multiple_of(2) {
                     let (meta, data) = snapshot_meta(&mut inp, &mut m);
-                    let _ = c.mailbox(to).receive_snapshot(m, &meta, &mut &data[..]);
+                    let _ = match peer {
+                        Some(p) => mb.receive_snapshot_from(p, m, &meta, &mut &data[..]),
+                        None => mb.receive_snapshot(m, &meta, &mut &data[..]),
+                    };
                 } else {
-                    c.mailbox(to).deliver(m);
+                    match peer {
+                        Some(p) => mb.deliver_from(p, m),
+                        None => mb.deliver(m),
+                    }
                 }
             }
             5 => {
@@ -252,8 +322,14 @@ pub fn raft_messages(data: &[u8]) {
         }
         c.run(1);
         committed.check(&c, step);
+        if forged {
+            agree(&c, step);
+        }
     }
     // Time passes with nothing injected: still nothing breaks.
     c.run(40);
     committed.check(&c, step + 1);
+    if forged {
+        agree(&c, step + 1);
+    }
 }
