@@ -25,8 +25,13 @@ pub struct Config {
     /// The logical clock's period. Ticks are at least this far apart on the node's clock.
     pub tick: Duration,
     /// Ticks without hearing from a leader before a follower may campaign or vote for another
-    /// node (raft-rs randomises its own campaign in `[election_ticks, 2 × election_ticks)`).
+    /// node (raft-rs randomises its own campaign in `[election_ticks, max_election_ticks)`).
     pub election_ticks: usize,
+    /// The end (exclusive) of the range raft-rs draws a node's campaign timeout from, in
+    /// ticks: `None` (the default) is `2 × election_ticks`. `Some(election_ticks + 1)` fixes the
+    /// timeout, which makes a node's behaviour a function of its inputs (deterministic tests;
+    /// give each node a different `election_ticks` then, or their campaigns collide).
+    pub max_election_ticks: Option<usize>,
     /// Ticks between a leader's heartbeats.
     pub heartbeat_ticks: usize,
     /// The clock for ticks and the leader lease. The default, [`SystemClock`], keeps counting
@@ -78,6 +83,7 @@ impl Config {
             peers,
             tick: Duration::from_millis(50),
             election_ticks: 10,
+            max_election_ticks: None,
             heartbeat_ticks: 2,
             clock: Arc::new(SystemClock),
             batch_proposals: true,
@@ -124,7 +130,7 @@ impl Config {
     ///
     /// # Errors
     /// [`Error::Config`] naming the first problem: a zero id or tick, election ticks not above
-    /// heartbeat ticks (or below 2), a lease not strictly shorter than
+    /// heartbeat ticks (or below 2), `max_election_ticks` not above `election_ticks`, a lease not strictly shorter than
     /// [`Config::lease_bound`], a zero command or message size.
     pub fn validate(&self) -> Result<()> {
         let bad = |s: String| Err(Error::Config(s));
@@ -138,6 +144,15 @@ impl Config {
             return bad(format!(
                 "election_ticks ({}) must be greater than heartbeat_ticks ({}), which must be at least 1",
                 self.election_ticks, self.heartbeat_ticks
+            ));
+        }
+        if self
+            .max_election_ticks
+            .is_some_and(|m| m <= self.election_ticks)
+        {
+            return bad(format!(
+                "max_election_ticks ({:?}) must be greater than election_ticks ({})",
+                self.max_election_ticks, self.election_ticks
             ));
         }
         let lease = self.lease();
@@ -184,6 +199,7 @@ impl std::fmt::Debug for Config {
             .field("peers", &self.peers)
             .field("tick", &self.tick)
             .field("election_ticks", &self.election_ticks)
+            .field("max_election_ticks", &self.max_election_ticks)
             .field("heartbeat_ticks", &self.heartbeat_ticks)
             .field("batch_proposals", &self.batch_proposals)
             .field("snapshot_threshold", &self.snapshot_threshold)
@@ -242,6 +258,10 @@ mod tests {
             },
             Config {
                 max_command_size: 0,
+                ..Config::new(1, vec![])
+            },
+            Config {
+                max_election_ticks: Some(10),
                 ..Config::new(1, vec![])
             },
         ] {

@@ -540,6 +540,8 @@ where
         id: cfg.id,
         applied,
         election_tick: cfg.election_ticks,
+        min_election_tick: cfg.election_ticks,
+        max_election_tick: cfg.max_election_ticks.unwrap_or(2 * cfg.election_ticks),
         heartbeat_tick: cfg.heartbeat_ticks,
         check_quorum: true,
         pre_vote: true,

@@ -1,8 +1,9 @@
 //! [`ManualCluster`]: nodes on in-memory stores and the in-memory network, whose loops are
 //! turned by hand on the caller's thread and whose clock moves only when told. Nothing runs
 //! in the background (proposals are persisted synchronously, snapshots are taken only on
-//! demand), so a run replays exactly from its inputs, and a panic inside Raft reaches the
-//! caller instead of stopping a thread.
+//! demand), and each node's campaign timeout is fixed (node `i` campaigns after `9 + i`
+//! ticks without a leader, where raft-rs would draw one at random), so a run replays exactly
+//! from its inputs, and a panic inside Raft reaches the caller instead of stopping a thread.
 //!
 //! ```
 //! use raftwal_glue::testing::ManualCluster;
@@ -82,7 +83,8 @@ impl std::fmt::Debug for ManualCluster {
 }
 
 impl ManualCluster {
-    /// Nodes `1..=n`, founding members of one cluster, with 10 ms ticks.
+    /// Nodes `1..=n`, founding members of one cluster, with 10 ms ticks and the fixed
+    /// campaign timeouts of the module documentation.
     ///
     /// # Panics
     /// If a node does not start (it always does on in-memory stores).
@@ -92,12 +94,24 @@ impl ManualCluster {
         let peers: Vec<u64> = (1..=n).collect();
         let tick = Duration::from_millis(10);
         let mut nodes = BTreeMap::new();
+        // Fixed campaign timeouts, a different one per node (raft-rs would draw them from a
+        // thread-local random generator): 10 ticks for node 1, 11 for node 2, ... The lease
+        // is the one the shortest timeout allows, on every node.
+        let lease = Config {
+            tick,
+            ..Config::new(1, peers.clone())
+        }
+        .lease();
         for id in 1..=n {
+            let election_ticks = 9 + usize::try_from(id).unwrap_or(1);
             let cfg = Config {
                 tick,
                 clock: Arc::new(clock.clone()),
                 batch_proposals: false,
                 snapshot_threshold: 0,
+                election_ticks,
+                max_election_ticks: Some(election_ticks + 1),
+                lease: Some(lease),
                 ..Config::new(id, peers.clone())
             };
             let storage = RaftStorage::new(
@@ -223,5 +237,41 @@ impl ManualCluster {
     /// The ids of the nodes.
     pub fn ids(&self) -> Vec<u64> {
         self.nodes.keys().copied().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What every node shows after each tick of a run with a leader cut off and brought back.
+    fn trace() -> Vec<Vec<(u64, u64, Role)>> {
+        let mut c = ManualCluster::new(5);
+        let l = c.elect();
+        let rest: Vec<u64> = c.ids().into_iter().filter(|&i| i != l).collect();
+        c.net().partition(&[l], &rest);
+        let mut seen = Vec::new();
+        for tick in 0..120 {
+            if tick == 60 {
+                c.net().heal();
+            }
+            c.run(1);
+            seen.push(c.ids().into_iter().map(|id| c.state(id)).collect());
+        }
+        seen
+    }
+
+    #[test]
+    fn a_run_replays_exactly() {
+        let first = trace();
+        assert!(
+            first
+                .last()
+                .is_some_and(|s| s.iter().any(|n| n.2 == Role::Leader)),
+            "{first:?}"
+        );
+        for _ in 0..5 {
+            assert_eq!(trace(), first);
+        }
     }
 }
