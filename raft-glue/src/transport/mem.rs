@@ -117,6 +117,8 @@ pub struct NetStats {
     pub held: u64,
     /// Dropped for exceeding [`MemNetwork::set_max_message_size`].
     pub oversized: u64,
+    /// Partitions started by a message ([`MemNetwork::partition_on`] triggers that fired).
+    pub triggered: u64,
 }
 
 impl Net {
@@ -340,6 +342,7 @@ impl MemTransport {
                     Rule::CutOn(r, _) if r.matches(&msg) => {
                         if let Rule::CutOn(_, links) = n.rules.remove(i) {
                             n.cut.extend(links);
+                            n.stats.triggered += 1;
                         }
                         continue;
                     }
@@ -452,5 +455,38 @@ impl Read for Breaking<'_> {
         let n = self.inner.read(&mut buf[..max])?;
         self.left -= n as u64;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::ManualCluster;
+    use crate::types::Role;
+
+    #[test]
+    fn a_partition_starts_on_the_message_it_waits_for() {
+        let mut c = ManualCluster::new(3);
+        let l = c.elect();
+        let rest: Vec<u64> = c.ids().into_iter().filter(|&i| i != l).collect();
+        // Armed on a message type the leader does not send while idle: nothing happens.
+        c.net()
+            .partition_on(Route::from(l, MessageType::MsgTimeoutNow), &[l], &rest);
+        c.run(40);
+        assert_eq!(c.net().stats().triggered, 0);
+        assert_eq!(c.leader(), Some(l));
+        c.net().heal();
+        // Armed on its heartbeats: the next one cuts it off, and the others elect a leader.
+        c.net()
+            .partition_on(Route::from(l, MessageType::MsgHeartbeat), &[l], &rest);
+        c.run(60);
+        assert_eq!(c.net().stats().triggered, 1);
+        let others: Vec<Role> = rest.iter().map(|&i| c.state(i).2).collect();
+        assert!(others.contains(&Role::Leader), "{others:?}");
+        // The trigger fired once: healed, the links stay whole.
+        c.net().heal();
+        c.run(60);
+        assert_eq!(c.net().stats().triggered, 1);
+        assert!(c.ids().iter().all(|&i| c.state(i).0 == c.state(rest[0]).0));
     }
 }

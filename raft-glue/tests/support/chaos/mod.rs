@@ -118,8 +118,10 @@ pub struct Params {
     pub keys: u64,
     /// How long clients run at least…
     pub duration: Duration,
-    /// …and until the history holds this many events (for at most a minute).
+    /// …and until the history holds this many events and each of these faults took effect
+    /// (for at most a minute).
     pub min_events: usize,
+    pub require: &'static [&'static str],
     /// The nemesis acts this often.
     pub every: Duration,
     /// On the simulated disk (power cuts, failed fsyncs) rather than the real one.
@@ -137,10 +139,62 @@ pub struct Outcome {
     pub lease_reads: usize,
     pub actions: Vec<String>,
     pub snapshots: u64,
+    /// How often each fault took effect, by name (`World::did`, plus the network's
+    /// partitions started by a message).
+    pub effects: BTreeMap<&'static str, usize>,
+    /// How long the linearizability check took.
+    pub check_time: Duration,
+}
+
+impl Outcome {
+    /// Adds another run's counts to these.
+    pub fn add(&mut self, o: &Outcome) {
+        self.events += o.events;
+        self.acked += o.acked;
+        self.lease_reads += o.lease_reads;
+        self.snapshots += o.snapshots;
+        self.check_time += o.check_time;
+        for (k, v) in &o.effects {
+            *self.effects.entry(k).or_default() += v;
+        }
+    }
+
+    /// Panics unless each of `what` took effect at least once, writes were acknowledged and
+    /// lease reads served by the lease.
+    pub fn assert_covered(&self, what: &[&str]) {
+        assert!(self.acked > 0, "no write was acknowledged: {self:?}");
+        assert!(
+            self.lease_reads > 0,
+            "no read was served by the lease: {self:?}"
+        );
+        for w in what {
+            assert!(
+                self.effects.get(w).is_some_and(|&n| n > 0),
+                "'{w}' never took effect: {:?}",
+                self.effects
+            );
+        }
+    }
 }
 
 mod world;
 use world::World;
+
+/// The faults that took effect so far: the world's counts and the network's.
+fn effects(w: &World) -> BTreeMap<&'static str, usize> {
+    let mut effects = lock(&w.effects).clone();
+    let stats = w.net.stats();
+    for (what, n) in [
+        ("partition on a message", stats.triggered),
+        ("message held back", stats.held),
+        ("snapshot installed", stats.snapshots),
+    ] {
+        if n > 0 {
+            effects.insert(what, n as usize);
+        }
+    }
+    effects
+}
 
 /// Runs one seeded schedule and checks it; panics with the seed and the actions on failure.
 pub fn run(p: Params) -> Outcome {
@@ -178,9 +232,11 @@ pub fn run(p: Params) -> Outcome {
                 Instant::now() + p.duration,
                 Instant::now() + Duration::from_secs(60),
             );
-            while Instant::now() < end
-                || (lock(&w.history).len() < p.min_events && Instant::now() < cap)
-            {
+            let wanting = || {
+                lock(&w.history).len() < p.min_events
+                    || p.require.iter().any(|r| !effects(&w).contains_key(r))
+            };
+            while Instant::now() < end || (Instant::now() < cap && wanting()) {
                 // A fault, then (every other step) a calm spell: links healed, holds released.
                 std::thread::sleep(p.every);
                 w.net.release();
@@ -221,6 +277,7 @@ pub fn run(p: Params) -> Outcome {
         }
         run
     });
+    let check_time = Mutex::new(Duration::ZERO);
     let check = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         if let Err(e) = result {
             std::panic::resume_unwind(e);
@@ -241,7 +298,10 @@ pub fn run(p: Params) -> Outcome {
         }
         w.check_logs(leader);
         let h = lock(&w.history).clone();
-        if let Err(key) = lin::check(&h) {
+        let checking = Instant::now();
+        let verdict = lin::check(&h);
+        *lock(&check_time) = checking.elapsed();
+        if let Err(key) = verdict {
             let mut ops: Vec<_> = h.iter().filter(|e| e.key == key).collect();
             ops.sort_by_key(|e| e.call);
             panic!("key {key} is not linearizable: {ops:#?}");
@@ -258,11 +318,15 @@ pub fn run(p: Params) -> Outcome {
     }
     let events = lock(&w.history).len();
     let acked = lock(&w.acked).len();
+    let effects = effects(&w);
+    let check_time = *lock(&check_time);
     Outcome {
         events,
         acked,
         lease_reads: w.lease_reads.load(Ordering::SeqCst) as usize,
         actions,
         snapshots: w.net.stats().snapshots,
+        effects,
+        check_time,
     }
 }

@@ -27,6 +27,8 @@ pub struct World {
     /// `(index, key, value)` of acknowledged writes.
     pub(super) acked: Mutex<Vec<(u64, u64, u64)>>,
     pub(super) lease_reads: AtomicU64,
+    /// How often each fault took effect (not just was tried).
+    pub(super) effects: Mutex<BTreeMap<&'static str, usize>>,
     pub(super) next_id: AtomicU64,
     pub(super) t0: Instant,
     pub(super) dir: tempfile::TempDir,
@@ -44,6 +46,7 @@ impl World {
             history: Mutex::default(),
             acked: Mutex::default(),
             lease_reads: AtomicU64::new(0),
+            effects: Mutex::default(),
             next_id: AtomicU64::new(4),
             t0: Instant::now(),
             dir: tempfile::tempdir().expect("a temporary directory"),
@@ -123,6 +126,8 @@ impl World {
                 CrashPolicy::Random(rng.next())
             };
             v.crash(policy);
+            // The power cut cleared the disk's faults: the restarted node has no excuse.
+            lock(&self.faulted).remove(&id);
         }
         if let Some(m) = m {
             m.node.shutdown();
@@ -137,6 +142,9 @@ impl World {
             !s.stopped || lock(&self.faulted).contains(&id),
             "node {id} stopped without a storage fault: {s:?}"
         );
+        if s.stopped {
+            self.did("node stopped by a storage fault");
+        }
     }
 
     pub(super) fn node(&self, id: u64) -> Option<(Arc<Node>, Kv)> {
@@ -165,6 +173,11 @@ impl World {
         let (n, _) = self.node(self.leader()?)?;
         let s = n.status();
         Some((s.voters, s.voters_outgoing, s.learners))
+    }
+
+    /// Counts one fault that took effect.
+    pub(super) fn did(&self, what: &'static str) {
+        *lock(&self.effects).entry(what).or_default() += 1;
     }
 
     pub(super) fn record(&self, e: lin::Event) {
@@ -277,6 +290,7 @@ impl World {
     pub(super) fn act(&self, rng: &mut Rng, choice: Option<u64>) -> String {
         let live = self.live();
         let leader = self.leader();
+        let forced = choice.is_some();
         let choice = choice.unwrap_or_else(|| rng.below(self.kinds()));
         match choice {
             0 => {
@@ -285,6 +299,7 @@ impl World {
                 };
                 let rest: Vec<u64> = live.iter().copied().filter(|&i| i != x).collect();
                 self.net.partition(&[x], &rest);
+                self.did("partition");
                 format!("partition {x}")
             }
             1 => {
@@ -293,6 +308,7 @@ impl World {
                 };
                 if a != b {
                     self.net.cut(a, b);
+                    self.did("one-way cut");
                 }
                 format!("cut {a} -> {b}")
             }
@@ -309,6 +325,7 @@ impl World {
                     return "nothing".into();
                 };
                 self.crash(x, rng);
+                self.did("crash");
                 format!("crash {x}")
             }
             4 => self.restart_down(),
@@ -324,6 +341,7 @@ impl World {
                 };
                 self.crash(f, rng);
                 self.restart(f);
+                self.did("follower restarted");
                 format!("restart follower {f}")
             }
             6 => {
@@ -337,9 +355,16 @@ impl World {
                 let r = self
                     .node(l)
                     .map(|(n, _)| n.transfer_leadership(to, Duration::from_millis(300)));
+                if matches!(r, Some(Ok(_))) {
+                    self.did("leadership transferred");
+                }
                 format!("transfer {l} -> {to}: {r:?}")
             }
-            7 => self.replace_voter(rng),
+            // The tour's replacement always tries to crash a node while joint.
+            7 => {
+                let crash_in_joint = forced || rng.below(2) == 0;
+                self.replace_voter(rng, crash_in_joint)
+            }
             8 => self.remove_leader(),
             9 => {
                 // The leader is cut off the moment it next sends one kind of message.
@@ -366,6 +391,7 @@ impl World {
                     });
                 }
                 lock(&self.faulted).insert(x);
+                self.did("fsync fault armed");
                 format!("fail an fsync on {x}")
             }
         }
@@ -384,9 +410,9 @@ impl World {
         format!("restart {down:?}")
     }
 
-    /// Joint consensus: a fresh node replaces a voter; with some luck a node is crashed and
-    /// restarted while the configuration is joint.
-    pub(super) fn replace_voter(&self, rng: &mut Rng) -> String {
+    /// Joint consensus: a fresh node replaces a voter; with `crash_in_joint`, a node is
+    /// crashed and restarted once the configuration is seen joint (if it is seen).
+    pub(super) fn replace_voter(&self, rng: &mut Rng, crash_in_joint: bool) -> String {
         let (Some(l), Some((voters, outgoing, _))) = (self.leader(), self.membership()) else {
             return "nothing".into();
         };
@@ -404,7 +430,6 @@ impl World {
         let Some((node, _)) = self.node(l) else {
             return "nothing".into();
         };
-        let crash_in_joint = rng.below(2) == 0;
         let victim = rng.pick(&voters);
         let r = std::thread::scope(|s| {
             let change = s.spawn(|| {
@@ -422,12 +447,14 @@ impl World {
                     let mut r2 = Rng::new(rng.next());
                     self.crash(v, &mut r2);
                     self.restart(v);
+                    self.did("crash while joint");
                 }
             }
             change.join().unwrap_or(Err(NodeError::Shutdown))
         });
         if r.is_ok() {
             self.retire(out);
+            self.did("voter replaced jointly");
         }
         format!("replace {out} by {new} (crash in joint: {crash_in_joint}): {r:?}")
     }
@@ -446,6 +473,7 @@ impl World {
         let r = node.remove_server(l, self.p.tick * 200);
         if r.is_ok() {
             self.retire(l);
+            self.did("leader removed itself");
         }
         let new = self.next_id.fetch_add(1, Ordering::SeqCst);
         self.start(new, vec![]);
