@@ -11,7 +11,10 @@
 //! Bounds: at most `max_clients` connections (more are told so and closed), request lines of at
 //! most `max_line` bytes (longer ones are skipped and answered with an error, never held), a
 //! connection idle for [`CLIENT_IDLE`] is closed, and an accept error (out of descriptors) is
-//! logged and retried.
+//! logged and retried. A connection with [`MAX_PIPELINE`] requests unanswered or unsent, or
+//! [`MAX_OUT`] bytes of replies its client has not read, is not read from until that drops
+//! (its client is held back by TCP flow control), so one connection holds at most
+//! `MAX_PIPELINE` requests and replies (each within `max_line`) and `MAX_OUT` bytes of output.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
@@ -30,6 +33,10 @@ use crate::store::{self, Kv};
 
 /// A client connection silent this long (with nothing pending) is closed.
 pub(crate) const CLIENT_IDLE: Duration = Duration::from_secs(300);
+/// Requests of one connection held at most (unanswered, or answered and not yet sent).
+pub(crate) const MAX_PIPELINE: usize = 128;
+/// Bytes of replies written for one connection and not yet taken by its socket, at most.
+pub(crate) const MAX_OUT: usize = 1 << 20;
 /// Worker threads serving reads.
 const READERS: usize = 4;
 const LISTENER: Token = Token(0);
@@ -76,7 +83,16 @@ struct Conn {
     out: Vec<u8>,
     writable: bool,
     eof: bool,
+    /// Reading stopped at a bound, with what arrived perhaps still in the socket.
+    paused: bool,
     active: Instant,
+}
+
+impl Conn {
+    /// At a bound: no more requests are read until it drops.
+    fn full(&self) -> bool {
+        self.slots.len() >= MAX_PIPELINE || self.out.len() >= MAX_OUT
+    }
 }
 
 /// Serves clients on `listener` until `stop`.
@@ -212,6 +228,7 @@ impl Reactor {
                             out: Vec::new(),
                             writable: false,
                             eof: false,
+                            paused: false,
                             active: Instant::now(),
                         },
                     );
@@ -252,6 +269,23 @@ impl Reactor {
         for t in touched {
             self.advance(t);
             self.flush(t, poll);
+            self.resume(t, poll);
+        }
+    }
+
+    /// Reads again from a connection paused at a bound, once below it (the socket raises no
+    /// new event for what arrived while paused).
+    fn resume(&mut self, token: Token, poll: &Poll) {
+        while self
+            .conns
+            .get(&token)
+            .is_some_and(|c| c.paused && !c.full())
+        {
+            if self.read(token).is_err() {
+                self.close(token, poll);
+                return;
+            }
+            self.flush(token, poll);
         }
     }
 
@@ -262,6 +296,7 @@ impl Reactor {
         }
         if readable || writable {
             self.flush(token, poll);
+            self.resume(token, poll);
         }
     }
 
@@ -273,8 +308,13 @@ impl Reactor {
                 return Ok(());
             };
             c.active = Instant::now();
+            c.paused = false;
             let mut buf = [0u8; 16 << 10];
             loop {
+                if c.full() {
+                    c.paused = true;
+                    break;
+                }
                 let n = match c.stream.read(&mut buf) {
                     Ok(0) => {
                         c.eof = true;
@@ -321,7 +361,8 @@ impl Reactor {
         };
         let (first, mut read_ahead, mut all_done) = (c.first, false, true);
         let mut start = Vec::new();
-        for (i, slot) in c.slots.iter_mut().enumerate() {
+        // Only the first `MAX_PIPELINE` requests start: their replies are what it may hold.
+        for (i, slot) in c.slots.iter_mut().enumerate().take(MAX_PIPELINE) {
             let seq = first + i as u64;
             match slot {
                 Slot::Done(_) => {}
@@ -392,11 +433,13 @@ impl Reactor {
         let Some(c) = self.conns.get_mut(&token) else {
             return;
         };
-        while let Some(Slot::Done(_)) = c.slots.front() {
+        let mut popped = false;
+        while c.out.len() < MAX_OUT && matches!(c.slots.front(), Some(Slot::Done(_))) {
             if let Some(Slot::Done(reply)) = c.slots.pop_front() {
                 c.out.extend_from_slice(reply.as_bytes());
                 c.out.push(b'\n');
                 c.first += 1;
+                popped = true;
             }
         }
         let mut failed = false;
@@ -431,6 +474,10 @@ impl Reactor {
                 Interest::READABLE
             };
             let _ = poll.registry().reregister(&mut c.stream, token, interest);
+        }
+        // Requests past the window may start now.
+        if popped && c.slots.len() >= MAX_PIPELINE {
+            self.advance(token);
         }
     }
 

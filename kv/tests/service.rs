@@ -1,5 +1,5 @@
 //! `raftwal-kv` as a service under abuse, process by process: a 100 MB request line is refused
-//! without the server holding it; running out of file descriptors (a flood of connections
+//! without the server holding it; a client pipelining reads it never collects is held back; running out of file descriptors (a flood of connections
 //! under a low descriptor limit) is survived; a node whose storage fails logs why and the
 //! process exits with status 1.
 #![allow(
@@ -146,6 +146,50 @@ fn a_100_mb_line_is_refused_without_being_held() {
         after < before + 50,
         "the server grew from {before} MB to {after} MB"
     );
+}
+
+/// A client that pipelines millions of reads of a 6 KB value and never reads a reply: the
+/// server stops reading it once a bounded number of replies waits (TCP flow control holds the
+/// client back), so its memory does not grow with what the client sends; the replies come,
+/// in order, once the client reads, and other clients are served meanwhile.
+#[test]
+fn a_client_that_never_reads_is_held_back_not_buffered() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), "");
+    let value = "v".repeat(6_000);
+    let set = s.request(&format!("SET big {value}")).unwrap_or_default();
+    assert!(set.starts_with("OK"), "{set}");
+    let before = s.rss_mb();
+    let c = TcpStream::connect(s.client).unwrap();
+    let mut w = c.try_clone().unwrap();
+    w.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
+    // 2,000,000 reads (16 MB, more than the sockets' buffers) ask for 12 GB of replies.
+    let writer = std::thread::spawn(move || {
+        let mut sent = 0;
+        for _ in 0..2_000_000 {
+            if w.write_all(b"GET big\n").is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        sent
+    });
+    let sent = writer.join().unwrap();
+    assert!(sent < 2_000_000, "the server read every request ({sent})");
+    let after = s.rss_mb();
+    assert!(
+        after < before + 100,
+        "the server grew from {before} MB to {after} MB"
+    );
+    assert_eq!(s.request("GET ready").as_deref(), Some("VALUE yes"));
+    // The replies come once the client reads.
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut r = BufReader::new(c);
+    for _ in 0..200 {
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+        assert_eq!(l.trim_end(), format!("VALUE {value}"));
+    }
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! snapshots.
 
 use std::io::{self, Read};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender, SyncSender};
 use std::sync::Arc;
 use std::time::Instant;
@@ -114,10 +114,12 @@ pub(crate) enum Event {
     Transfer {
         to: u64,
     },
-    /// A message from the network; `peer` is the connection's (authenticated) peer, if known.
+    /// A message from the network; `peer` is the connection's (authenticated) peer, if known;
+    /// `size` its share of the [`Backlog`].
     Step {
         msg: Box<Message>,
         peer: Option<u64>,
+        size: usize,
     },
     /// Take a snapshot now.
     Snapshot(SyncSender<Result<SnapshotMeta>>),
@@ -137,11 +139,53 @@ pub(crate) enum Event {
     Shutdown,
 }
 
+/// The bytes of network messages handed to a node and not yet taken by its Raft thread, and
+/// the messages dropped because there were too many: a peer that sends faster than the node
+/// steps cannot grow its memory (Raft resends what is lost).
+#[derive(Debug)]
+pub(crate) struct Backlog {
+    bytes: AtomicUsize,
+    max: usize,
+    dropped: AtomicU64,
+}
+
+impl Backlog {
+    pub(crate) fn new(max: usize) -> Self {
+        Backlog {
+            bytes: AtomicUsize::new(0),
+            max,
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes `size` bytes, unless that would pass the maximum (the message is dropped then).
+    fn take(&self, size: usize) -> bool {
+        let before = self.bytes.fetch_add(size, Ordering::SeqCst);
+        if before.saturating_add(size) > self.max {
+            self.bytes.fetch_sub(size, Ordering::SeqCst);
+            self.dropped.fetch_add(1, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// The Raft thread took a message of `size` bytes.
+    pub(crate) fn release(&self, size: usize) {
+        self.bytes.fetch_sub(size, Ordering::SeqCst);
+    }
+
+    /// Messages dropped since the last call.
+    pub(crate) fn take_dropped(&self) -> u64 {
+        self.dropped.swap(0, Ordering::SeqCst)
+    }
+}
+
 /// Where a transport delivers a node's incoming messages and snapshots.
 #[derive(Clone)]
 pub struct Mailbox {
     pub(crate) tx: Sender<Event>,
     pub(crate) inbox: Arc<dyn Inbox>,
+    pub(crate) backlog: Arc<Backlog>,
 }
 
 impl std::fmt::Debug for Mailbox {
@@ -151,22 +195,34 @@ impl std::fmt::Debug for Mailbox {
 }
 
 impl Mailbox {
-    /// Hands a message to the node (dropped if it has stopped). Its sender is taken on trust:
+    /// Hands a message to the node (dropped if it has stopped, or if the messages it has not
+    /// yet taken pass [`Config::max_inbound_bytes`](crate::Config::max_inbound_bytes): counted
+    /// as [`DropReason::Backlog`](crate::DropReason::Backlog)). Its sender is taken on trust:
     /// for transports that know no peer identity (the in-memory network).
     pub fn deliver(&self, msg: Message) {
-        let _ = self.tx.send(Event::Step {
-            msg: Box::new(msg),
-            peer: None,
-        });
+        self.step(msg, None);
     }
 
     /// Hands a message that arrived from `peer` (as the transport authenticated it) to the
-    /// node, which drops it unless `peer` is its sender.
+    /// node, which drops it unless `peer` is its sender (and as [`Mailbox::deliver`] does).
     pub fn deliver_from(&self, peer: u64, msg: Message) {
-        let _ = self.tx.send(Event::Step {
+        self.step(msg, Some(peer));
+    }
+
+    fn step(&self, msg: Message, peer: Option<u64>) {
+        use protobuf::Message as _;
+        let size = msg.compute_size() as usize;
+        if !self.backlog.take(size) {
+            return;
+        }
+        let ev = Event::Step {
             msg: Box::new(msg),
-            peer: Some(peer),
-        });
+            peer,
+            size,
+        };
+        if self.tx.send(ev).is_err() {
+            self.backlog.release(size);
+        }
     }
 
     /// Receives a snapshot a leader streams out of band: `msg` is its `MsgSnapshot` (the
@@ -243,5 +299,52 @@ impl Mailbox {
             return Err(io::Error::other("the node has stopped"));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::StoreInbox;
+    use raft::eraftpb::Entry;
+    use raftwal_snapshot::MemSnapshotStore;
+
+    #[test]
+    fn deliveries_past_the_backlog_are_dropped_and_counted() {
+        let (tx, rx) = mpsc::channel();
+        let mb = Mailbox {
+            tx,
+            inbox: Arc::new(StoreInbox(Arc::new(MemSnapshotStore::new(1).unwrap()))),
+            backlog: Arc::new(Backlog::new(10_000)),
+        };
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgAppend);
+        m.mut_entries().push(Entry {
+            data: vec![7u8; 1000].into(),
+            ..Default::default()
+        });
+        for _ in 0..100 {
+            mb.deliver_from(2, m.clone());
+        }
+        let sizes: Vec<usize> = rx
+            .try_iter()
+            .filter_map(|e| match e {
+                Event::Step { size, .. } => Some(size),
+                _ => None,
+            })
+            .collect();
+        assert!((5..10).contains(&sizes.len()), "{} queued", sizes.len());
+        assert!(sizes.iter().sum::<usize>() <= 10_000);
+        assert_eq!(mb.backlog.take_dropped(), 100 - sizes.len() as u64);
+        assert_eq!(mb.backlog.take_dropped(), 0);
+        // Once the Raft thread has taken them, there is room again.
+        mb.deliver(m.clone());
+        assert_eq!(rx.try_iter().count(), 0, "still full");
+        for s in sizes {
+            mb.backlog.release(s);
+        }
+        mb.deliver(m);
+        assert_eq!(rx.try_iter().count(), 1);
+        assert_eq!(mb.backlog.take_dropped(), 1);
     }
 }

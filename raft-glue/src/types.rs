@@ -195,6 +195,10 @@ pub enum DropReason {
     /// A read-index request to a node that is not the leader (forwarded by a follower whose
     /// view is behind; the follower asks again).
     NotLeader,
+    /// More bytes of received messages than
+    /// [`Config::max_inbound_bytes`](crate::Config::max_inbound_bytes) were waiting for the
+    /// node's Raft thread (a peer sending faster than the node steps; Raft resends).
+    Backlog,
 }
 
 impl fmt::Display for DropReason {
@@ -209,6 +213,7 @@ impl fmt::Display for DropReason {
             DropReason::VoteAfterRestart => "vote_after_restart",
             DropReason::Spoofed => "spoofed",
             DropReason::NotLeader => "not_leader",
+            DropReason::Backlog => "backlog",
         })
     }
 }

@@ -25,13 +25,16 @@ pub struct Config {
     /// The logical clock's period. Ticks are at least this far apart on the node's clock.
     pub tick: Duration,
     /// Ticks without hearing from a leader before a follower may campaign or vote for another
-    /// node (raft-rs randomises its own campaign in `[election_ticks, max_election_ticks)`).
+    /// node (raft-rs randomises its own campaign in [`Config::campaign_ticks`]). The lease
+    /// is derived from it: give every node of a cluster the same value.
     pub election_ticks: usize,
-    /// The end (exclusive) of the range raft-rs draws a node's campaign timeout from, in
-    /// ticks: `None` (the default) is `2 × election_ticks`. `Some(election_ticks + 1)` fixes the
-    /// timeout, which makes a node's behaviour a function of its inputs (deterministic tests;
-    /// give each node a different `election_ticks` then, or their campaigns collide).
-    pub max_election_ticks: Option<usize>,
+    /// The range raft-rs draws this node's campaign timeout from, in ticks: `None` (the
+    /// default) is `election_ticks..2 × election_ticks`. It may not start below
+    /// `election_ticks` (the lease counts on no node campaigning sooner) nor end past
+    /// `100 × election_ticks`. A one-tick range fixes the timeout, which makes a node's
+    /// behaviour a function of its inputs (deterministic tests; give each node its own range
+    /// then, or their campaigns collide).
+    pub campaign_ticks: Option<std::ops::Range<usize>>,
     /// Ticks between a leader's heartbeats.
     pub heartbeat_ticks: usize,
     /// The clock for ticks and the leader lease. The default, [`SystemClock`], keeps counting
@@ -72,6 +75,10 @@ pub struct Config {
     /// Messages whose term is more than this far ahead of the node's are dropped (a peer
     /// that is that far ahead is broken or hostile). Default 1,000,000.
     pub max_term_gap: u64,
+    /// Bytes of received messages waiting for the node's Raft thread at most; beyond, a
+    /// transport's deliveries are dropped ([`DropReason::Backlog`](crate::DropReason::Backlog))
+    /// and Raft resends. At least [`Config::max_message_size`]. Default 64 MiB.
+    pub max_inbound_bytes: usize,
 }
 
 impl Config {
@@ -83,7 +90,7 @@ impl Config {
             peers,
             tick: Duration::from_millis(50),
             election_ticks: 10,
-            max_election_ticks: None,
+            campaign_ticks: None,
             heartbeat_ticks: 2,
             clock: Arc::new(SystemClock),
             batch_proposals: true,
@@ -95,6 +102,7 @@ impl Config {
             max_inflight_msgs: 256,
             max_learner_lag: 1024,
             max_term_gap: 1_000_000,
+            max_inbound_bytes: 64 << 20,
             max_pending_proposals: 8192,
             max_uncommitted_size: 64 << 20,
         }
@@ -130,8 +138,9 @@ impl Config {
     ///
     /// # Errors
     /// [`Error::Config`] naming the first problem: a zero id or tick, election ticks not above
-    /// heartbeat ticks (or below 2), `max_election_ticks` not above `election_ticks`, a lease not strictly shorter than
-    /// [`Config::lease_bound`], a zero command or message size.
+    /// heartbeat ticks (or below 2), `campaign_ticks` empty or out of its bounds, a lease
+    /// not strictly shorter than [`Config::lease_bound`], a zero command or message size,
+    /// `max_inbound_bytes` smaller than a message.
     pub fn validate(&self) -> Result<()> {
         let bad = |s: String| Err(Error::Config(s));
         if self.id == 0 {
@@ -146,14 +155,16 @@ impl Config {
                 self.election_ticks, self.heartbeat_ticks
             ));
         }
-        if self
-            .max_election_ticks
-            .is_some_and(|m| m <= self.election_ticks)
-        {
-            return bad(format!(
-                "max_election_ticks ({:?}) must be greater than election_ticks ({})",
-                self.max_election_ticks, self.election_ticks
-            ));
+        if let Some(c) = &self.campaign_ticks {
+            if c.is_empty()
+                || c.start < self.election_ticks
+                || c.end > self.election_ticks.saturating_mul(100)
+            {
+                return bad(format!(
+                    "campaign_ticks ({c:?}) must be a non-empty range from election_ticks ({}) to 100 x election_ticks",
+                    self.election_ticks
+                ));
+            }
         }
         let lease = self.lease();
         if !lease.is_zero() && lease >= self.lease_bound() {
@@ -167,6 +178,13 @@ impl Config {
         }
         if self.max_inflight_msgs == 0 || self.max_pending_proposals == 0 {
             return bad("max_inflight_msgs and max_pending_proposals must be at least 1".into());
+        }
+        if self.max_inbound_bytes < self.max_message_size() {
+            return bad(format!(
+                "max_inbound_bytes ({}) must hold the largest message ({} bytes)",
+                self.max_inbound_bytes,
+                self.max_message_size()
+            ));
         }
         if self.max_uncommitted_size < self.max_size_per_msg
             || self.max_uncommitted_size < self.max_command_size as u64
@@ -199,7 +217,7 @@ impl std::fmt::Debug for Config {
             .field("peers", &self.peers)
             .field("tick", &self.tick)
             .field("election_ticks", &self.election_ticks)
-            .field("max_election_ticks", &self.max_election_ticks)
+            .field("campaign_ticks", &self.campaign_ticks)
             .field("heartbeat_ticks", &self.heartbeat_ticks)
             .field("batch_proposals", &self.batch_proposals)
             .field("snapshot_threshold", &self.snapshot_threshold)
@@ -210,6 +228,7 @@ impl std::fmt::Debug for Config {
             .field("max_inflight_msgs", &self.max_inflight_msgs)
             .field("max_learner_lag", &self.max_learner_lag)
             .field("max_term_gap", &self.max_term_gap)
+            .field("max_inbound_bytes", &self.max_inbound_bytes)
             .field("max_pending_proposals", &self.max_pending_proposals)
             .field("max_uncommitted_size", &self.max_uncommitted_size)
             .finish_non_exhaustive()
@@ -261,7 +280,19 @@ mod tests {
                 ..Config::new(1, vec![])
             },
             Config {
-                max_election_ticks: Some(10),
+                campaign_ticks: Some(9..12),
+                ..Config::new(1, vec![])
+            },
+            Config {
+                campaign_ticks: Some(11..11),
+                ..Config::new(1, vec![])
+            },
+            Config {
+                campaign_ticks: Some(10..1001),
+                ..Config::new(1, vec![])
+            },
+            Config {
+                max_inbound_bytes: 1 << 20,
                 ..Config::new(1, vec![])
             },
         ] {

@@ -30,11 +30,11 @@ use super::snapshots::SnapshotState;
 use crate::clock::Clock;
 use crate::error::{Cause, Error, Result};
 use crate::lock;
-use crate::mailbox::Event;
+use crate::mailbox::{Backlog, Event};
 use crate::state_machine::StateMachine;
 use crate::storage::RaftStorage;
 use crate::transport::Transport;
-use crate::types::{NodeEvent, Status};
+use crate::types::{DropReason, NodeEvent, Status};
 
 /// Who hears of leadership and membership changes.
 #[derive(Clone, Default)]
@@ -64,6 +64,8 @@ pub(crate) struct Core<L: BatchStore, S: SnapshotStore, M, T> {
     pub(super) status: Arc<Mutex<Status>>,
     pub(super) subscribers: Subscribers,
     pub(super) was_leader: bool,
+    /// Network messages handed over and not yet taken (shared with the mailboxes).
+    pub(super) backlog: Arc<Backlog>,
     /// Messages dropped at the guard when status was last published.
     pub(super) dropped_seen: u64,
     /// With batching: rounds handed to the persistence thread.
@@ -201,7 +203,8 @@ where
         let now = self.clock.now();
         match ev {
             Event::Shutdown => return Some(Error::Shutdown),
-            Event::Step { msg, peer } => {
+            Event::Step { msg, peer, size } => {
+                self.backlog.release(size);
                 if self.guard.admit(&self.node, &msg, peer, now, false) {
                     self.metrics.received(msg.get_msg_type());
                     let _ = self.node.step(*msg);
@@ -245,8 +248,10 @@ where
                     .request(&mut self.node, request, deadline, now, self.applied);
             }
             Event::ConfChange { cc, reply } => {
+                let leader = self.node.raft.state == StateRole::Leader;
                 let reused = cc.changes.iter().find(|c| {
-                    c.get_change_type() != ConfChangeType::RemoveNode
+                    leader
+                        && c.get_change_type() != ConfChangeType::RemoveNode
                         && self.guard.was_removed(c.node_id)
                 });
                 match reused {
@@ -417,6 +422,8 @@ where
             Vec::new()
         };
         let known = (r.leader_id != 0).then_some(r.leader_id);
+        self.guard
+            .count(DropReason::Backlog, self.backlog.take_dropped());
         let dropped: u64 = self.guard.dropped().values().sum();
         let mut s = lock(&self.status);
         let changed = (s.leader, s.term) != (known, r.term);

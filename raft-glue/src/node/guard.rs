@@ -8,8 +8,9 @@
 //! from members and from nodes it has never known (a leader added while it lagged behind must
 //! reach it, as in etcd). It drops nodes that left its configuration
 //! ([`RaftStorage::removed_nodes`](crate::RaftStorage::removed_nodes), kept across restarts):
-//! a removed node cannot take a follower over with a higher term. The check reads nothing
-//! but memory: a message costs no disk read, whoever sends it.
+//! a removed node cannot take a follower over with a higher term (the one exception: the
+//! hand-off request of this node's own leader of its term, which removed itself). The check
+//! reads nothing but memory: a message costs no disk read, whoever sends it.
 //!
 //! So an id, once removed, is not used again: a leader refuses to add one it knows was removed
 //! ([`Error::IdRemoved`](crate::Error::IdRemoved)), and a follower that remembers the removal
@@ -86,26 +87,34 @@ impl Guard {
             Some(p) if p != m.from => Err(DropReason::Spoofed),
             _ => self
                 .check(node, m, now, snapshot)
-                .and_then(|()| self.check_sender(node, m.from)),
+                .and_then(|()| self.check_sender(node, m)),
         };
         match checked {
             Ok(()) => true,
             Err(r) => {
-                *self.dropped.entry(r).or_default() += 1;
-                let id = self.id;
-                self.counters
-                    .entry(r)
-                    .or_insert_with(|| {
-                        ::metrics::counter!(
-                            crate::metrics::DROPPED,
-                            "node" => id.to_string(),
-                            "reason" => r.to_string()
-                        )
-                    })
-                    .increment(1);
+                self.count(r, 1);
                 false
             }
         }
+    }
+
+    /// Counts `n` messages dropped for `r` (in [`Guard::dropped`] and the metrics).
+    pub(crate) fn count(&mut self, r: DropReason, n: u64) {
+        if n == 0 {
+            return;
+        }
+        *self.dropped.entry(r).or_default() += n;
+        let id = self.id;
+        self.counters
+            .entry(r)
+            .or_insert_with(|| {
+                ::metrics::counter!(
+                    crate::metrics::DROPPED,
+                    "node" => id.to_string(),
+                    "reason" => r.to_string()
+                )
+            })
+            .increment(n);
     }
 
     fn check<S: Storage>(
@@ -206,10 +215,16 @@ impl Guard {
         Ok(())
     }
 
-    /// Whether `from` may speak to this node (see the module documentation).
-    fn check_sender<S: Storage>(&self, node: &RawNode<S>, from: u64) -> Result<(), DropReason> {
-        let r = &node.raft;
+    /// Whether `m`'s sender may speak to this node (see the module documentation).
+    fn check_sender<S: Storage>(&self, node: &RawNode<S>, m: &Message) -> Result<(), DropReason> {
+        let (r, from) = (&node.raft, m.from);
         if r.prs().get(from).is_some() {
+            return Ok(());
+        }
+        // A leader that removed itself hands over after applying the change, and so may the
+        // node it asks: the request comes from this node's own leader of this term.
+        if m.get_msg_type() == MessageType::MsgTimeoutNow && from == r.leader_id && m.term == r.term
+        {
             return Ok(());
         }
         if r.state == StateRole::Leader || self.removed.contains(&from) {
@@ -330,6 +345,27 @@ mod tests {
         );
         assert!(!admitted(&mut g, &n, 9));
         assert_eq!(g.dropped().get(&DropReason::NotAMember), Some(&4));
+    }
+
+    #[test]
+    fn a_removed_leader_may_still_hand_over() {
+        let mut g = Guard::new(1, Instant::now(), 1000);
+        let mut n = node(vec![1, 2, 3, 4]);
+        // Node 4 leads term 2, then its removal is applied here.
+        n.step(msg(MessageType::MsgHeartbeat, 4, 2)).unwrap();
+        assert_eq!(n.raft.leader_id, 4);
+        let mut cc = ConfChange::default();
+        cc.set_change_type(ConfChangeType::RemoveNode);
+        cc.node_id = 4;
+        n.apply_conf_change(&cc).unwrap();
+        g.set_removed([4].into());
+        let hand_off = |g: &mut Guard, term| {
+            let m = msg(MessageType::MsgTimeoutNow, 4, term);
+            g.admit(&n, &m, Some(4), Instant::now(), false)
+        };
+        assert!(hand_off(&mut g, 2), "its own leader's hand-off");
+        assert!(!hand_off(&mut g, 3), "not of another term");
+        assert!(!admitted(&mut g, &n, 4), "nothing else");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use super::reads::Reads;
 use super::snapshots::SnapshotState;
 use crate::error::{Cause, Error, Result};
 use crate::lock;
-use crate::mailbox::{Event, Mailbox, ReadRequest, Reply};
+use crate::mailbox::{Backlog, Event, Mailbox, ReadRequest, Reply};
 use crate::metrics::Refused;
 use crate::snapshot::{self, Inbox, StoreInbox};
 use crate::state_machine::StateMachine;
@@ -35,6 +35,7 @@ pub struct Node {
     id: u64,
     tx: Sender<Event>,
     inbox: Arc<dyn Inbox>,
+    backlog: Arc<Backlog>,
     status: Arc<Mutex<Status>>,
     subscribers: Subscribers,
     max_command_size: usize,
@@ -124,6 +125,7 @@ impl Node {
         Mailbox {
             tx: self.tx.clone(),
             inbox: self.inbox.clone(),
+            backlog: self.backlog.clone(),
         }
     }
 
@@ -540,8 +542,14 @@ where
         id: cfg.id,
         applied,
         election_tick: cfg.election_ticks,
-        min_election_tick: cfg.election_ticks,
-        max_election_tick: cfg.max_election_ticks.unwrap_or(2 * cfg.election_ticks),
+        min_election_tick: cfg
+            .campaign_ticks
+            .as_ref()
+            .map_or(cfg.election_ticks, |c| c.start),
+        max_election_tick: cfg
+            .campaign_ticks
+            .as_ref()
+            .map_or(2 * cfg.election_ticks, |c| c.end),
         heartbeat_tick: cfg.heartbeat_ticks,
         check_quorum: true,
         pre_vote: true,
@@ -564,6 +572,7 @@ where
         ..Status::default()
     }));
     let inbox: Arc<dyn Inbox> = Arc::new(StoreInbox(raw.store().snapshots_handle()));
+    let backlog = Arc::new(Backlog::new(cfg.max_inbound_bytes));
     let subscribers = Subscribers::default();
     let now = cfg.clock.now();
     // A restarted node may have promised a leader, before it stopped, not to vote for
@@ -600,6 +609,7 @@ where
         subscribers: subscribers.clone(),
         was_leader: false,
         dropped_seen: 0,
+        backlog: backlog.clone(),
         metrics,
         persist: None,
         next_tick: now,
@@ -609,6 +619,7 @@ where
         id: cfg.id,
         tx,
         inbox,
+        backlog,
         status,
         subscribers,
         max_command_size: cfg.max_command_size,

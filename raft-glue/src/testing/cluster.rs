@@ -95,23 +95,17 @@ impl ManualCluster {
         let tick = Duration::from_millis(10);
         let mut nodes = BTreeMap::new();
         // Fixed campaign timeouts, a different one per node (raft-rs would draw them from a
-        // thread-local random generator): 10 ticks for node 1, 11 for node 2, ... The lease
-        // is the one the shortest timeout allows, on every node.
-        let lease = Config {
-            tick,
-            ..Config::new(1, peers.clone())
-        }
-        .lease();
+        // thread-local random generator): 10 ticks for node 1, 11 for node 2, ...; the same
+        // election timeout (10 ticks), hence lease, everywhere.
         for id in 1..=n {
-            let election_ticks = 9 + usize::try_from(id).unwrap_or(1);
+            let campaign = 9 + usize::try_from(id).unwrap_or(1);
             let cfg = Config {
                 tick,
                 clock: Arc::new(clock.clone()),
                 batch_proposals: false,
                 snapshot_threshold: 0,
-                election_ticks,
-                max_election_ticks: Some(election_ticks + 1),
-                lease: Some(lease),
+                election_ticks: 10,
+                campaign_ticks: Some(campaign..campaign + 1),
                 ..Config::new(id, peers.clone())
             };
             let storage = RaftStorage::new(

@@ -117,7 +117,8 @@ pub struct NetStats {
     pub held: u64,
     /// Dropped for exceeding [`MemNetwork::set_max_message_size`].
     pub oversized: u64,
-    /// Partitions started by a message ([`MemNetwork::partition_on`] triggers that fired).
+    /// Partitions started by a message ([`MemNetwork::partition_on`] triggers that fired and
+    /// cut a link that was whole).
     pub triggered: u64,
 }
 
@@ -341,8 +342,11 @@ impl MemTransport {
                 match &n.rules[i] {
                     Rule::CutOn(r, _) if r.matches(&msg) => {
                         if let Rule::CutOn(_, links) = n.rules.remove(i) {
+                            let before = n.cut.len();
                             n.cut.extend(links);
-                            n.stats.triggered += 1;
+                            if n.cut.len() > before {
+                                n.stats.triggered += 1;
+                            }
                         }
                         continue;
                     }
