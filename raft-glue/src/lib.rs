@@ -108,8 +108,9 @@ pub use types::{
 };
 
 pub use storage::{
-    describe_stable_key, encode_conf_state, to_log_entry, to_raft_entry, Error, RaftStorage,
-    CONF_INDEX_KEY, CONF_STATE_KEY, HARD_STATE_KEY, REMOVED_KEY, SNAPSHOT_KEY,
+    decode_snapshot_conf, describe_stable_key, encode_conf_state, encode_snapshot_conf,
+    to_log_entry, to_raft_entry, Error, RaftStorage, CONF_INDEX_KEY, CONF_STATE_KEY,
+    HARD_STATE_KEY, REMOVED_KEY, SNAPSHOT_KEY,
 };
 
 /// raft-rs, re-exported so applications use the same version.

@@ -1,7 +1,7 @@
 //! Snapshots in a three-node cluster on real stores: taken every N entries and compacting the
 //! log, restarts that neither re-apply nor skip, a lagging follower and a newcomer catching up
-//! by a snapshot streamed out of band (despite broken streams), snapshots on demand, and a
-//! snapshot Raft refuses that is not kept.
+//! by a snapshot streamed out of band (despite broken streams) and knowing from it which nodes
+//! were removed, snapshots on demand, and a snapshot Raft refuses that is not kept.
 //! Assertions wait for outcomes with generous deadlines; nothing asserts a duration.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -157,6 +157,58 @@ fn replace_a_node_by_snapshot_and_remove_the_leader() {
             |e| matches!(e, NodeEvent::MembershipChanged { voters, .. } if voters.contains(&4))
         ),
         "{seen:?}"
+    );
+}
+
+/// A node that joins from a snapshot taken after another node's removal (the removal itself
+/// compacted away) still knows that node was removed, because the snapshot's configuration
+/// carries the removed nodes: it drops that node's messages (`NotAMember`) and, leading,
+/// refuses to add it back (`IdRemoved`). Without them it would never have heard of the node,
+/// and would let it take over with a higher term.
+#[test]
+fn a_newcomer_from_a_snapshot_knows_who_was_removed() {
+    use raft::eraftpb::{Message, MessageType};
+    use raftwal_glue::{DropReason, NodeError};
+    let mut c = Cluster::with_snapshots(20, 0);
+    let l = c.wait_leader(&[1, 2, 3]);
+    let f = (1..=3).find(|&i| i != l).unwrap();
+    c.nodes[&l]
+        .0
+        .remove_server(f, Duration::from_secs(10))
+        .unwrap();
+    let removed_at = c.nodes[&l].0.status().applied;
+    c.crash(f);
+    for _ in 0..60 {
+        c.apply_anywhere("add n 1");
+    }
+    let compacted =
+        wait(|| (c.nodes[&l].0.status().snapshot_index > removed_at + 20).then_some(()));
+    assert!(compacted.is_some(), "{:?}", c.nodes[&l].0.status());
+    c.start_new(4);
+    c.nodes[&l].0.add_voter(4, Duration::from_secs(20)).unwrap();
+    wait_counter(&c, "n", 60);
+    assert!(c.nodes[&4].0.status().snapshot_index > removed_at);
+    let term = c.nodes[&4].0.status().term;
+    let mut m = Message::default();
+    m.set_msg_type(MessageType::MsgHeartbeat);
+    m.from = f;
+    m.to = 4;
+    m.term = term + 3;
+    c.nodes[&4].0.mailbox().deliver_from(f, m);
+    let dropped = wait(|| {
+        let s = c.nodes[&4].0.status();
+        (s.dropped.get(&DropReason::NotAMember).copied().unwrap_or(0) >= 1).then_some(())
+    });
+    assert!(dropped.is_some(), "{:?}", c.nodes[&4].0.status());
+    assert_eq!(c.nodes[&4].0.status().term, term);
+    c.nodes[&l]
+        .0
+        .transfer_leadership(4, Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(c.wait_leader(&[4]), 4);
+    assert_eq!(
+        c.nodes[&4].0.add_learner(f, Duration::from_secs(5)),
+        Err(NodeError::IdRemoved { id: f })
     );
 }
 

@@ -530,3 +530,74 @@ fn power_cuts_through_the_snapshot_workload(retain: usize) {
     assert_eq!(checked, 2 * total);
     eprintln!("{checked} power cuts checked over {total} operations");
 }
+
+fn conf(voters: &[u64], learners: &[u64]) -> ConfState {
+    ConfState {
+        voters: voters.to_vec(),
+        learners: learners.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// The removed nodes: recorded with each configuration (nodes that left it, minus those that
+/// came back), kept across a reopen, and taken from a snapshot's configuration when it is
+/// installed, so a node that joins from a snapshot knows who left before it joined.
+#[test]
+fn removed_nodes_follow_configurations_reopens_and_snapshots() {
+    use std::collections::BTreeSet;
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        RaftStorage::new(
+            Wal::open(dir.path().join("wal"), WalOptions::default()).unwrap(),
+            MemSnapshotStore::new(1).unwrap(),
+        )
+    };
+    let s = open();
+    s.initialize(&conf(&[1, 2, 3], &[])).unwrap();
+    assert!(s.removed_nodes().unwrap().is_empty());
+    s.set_conf_state_at(&conf(&[1, 2], &[4]), 5).unwrap();
+    assert_eq!(s.removed_nodes().unwrap(), BTreeSet::from([3]));
+    // A learner demoted from voter is still a member; so is a returning node.
+    s.set_conf_state_at(&conf(&[1], &[2, 3, 4]), 6).unwrap();
+    assert!(s.removed_nodes().unwrap().is_empty());
+    s.set_conf_state_at(&conf(&[1, 2], &[]), 7).unwrap();
+    assert_eq!(s.removed_nodes().unwrap(), BTreeSet::from([3, 4]));
+    drop(s);
+    let s = open();
+    assert_eq!(s.removed_nodes().unwrap(), BTreeSet::from([3, 4]));
+    // A snapshot's configuration carries the nodes removed before it.
+    let cs = conf(&[1, 2, 9], &[]);
+    let encoded = raftwal_glue::encode_snapshot_conf(&cs, &BTreeSet::from([5, 6, u64::MAX]));
+    let (decoded, removed) = raftwal_glue::decode_snapshot_conf(&encoded).unwrap();
+    assert_eq!(
+        (&decoded, &removed),
+        (&cs, &BTreeSet::from([5, 6, u64::MAX]))
+    );
+    // Readers that do not know the field see the configuration alone.
+    let plain: ConfState = protobuf::Message::parse_from_bytes(&encoded).unwrap();
+    assert_eq!(
+        (plain.voters.clone(), plain.learners.clone()),
+        (cs.voters.clone(), cs.learners.clone())
+    );
+    let bare = raftwal_glue::encode_conf_state(&cs);
+    assert!(raftwal_glue::decode_snapshot_conf(&bare)
+        .unwrap()
+        .1
+        .is_empty());
+    let mut broken = encoded.clone();
+    *broken.last_mut().unwrap() = 0xff;
+    assert!(raftwal_glue::decode_snapshot_conf(&broken).is_err());
+    let mut meta = SnapshotMetadata {
+        index: 20,
+        term: 3,
+        ..Default::default()
+    };
+    meta.set_conf_state(cs);
+    s.apply_snapshot_with_removed(&meta, &removed).unwrap();
+    drop(s);
+    // 3 and 4 from before, 5 and 6 and u64::MAX from the snapshot; 9 is a member.
+    assert_eq!(
+        open().removed_nodes().unwrap(),
+        BTreeSet::from([3, 4, 5, 6, u64::MAX])
+    );
+}

@@ -14,7 +14,8 @@
 //!
 //! So an id, once removed, is not used again: a leader refuses to add one it knows was removed
 //! ([`Error::IdRemoved`](crate::Error::IdRemoved)), and a follower that remembers the removal
-//! hears the node again only once it has applied the change adding it back.
+//! hears the node again only once it has applied the change adding it back. Snapshots carry
+//! the removed set, so every node knows the removals before its own history starts.
 //!
 //! It also keeps a restarted node's promise (see the lease argument in `reads.rs`): for a
 //! whole election timeout after the node starts, it grants no vote and no pre-vote (except to

@@ -15,7 +15,7 @@ use crate::lock;
 use crate::mailbox::Event;
 use crate::snapshot::{self, Received};
 use crate::state_machine::StateMachine;
-use crate::storage::encode_conf_state;
+use crate::storage::{decode_snapshot_conf, encode_snapshot_conf};
 use crate::transport::Transport;
 
 /// A node's snapshot bookkeeping.
@@ -112,25 +112,28 @@ where
         }
         st.attempted = self.applied;
         let index = self.applied;
+        let cs = self.node.raft.prs().conf().to_conf_state();
         let point = self
             .node
-            .raft
-            .raft_log
-            .term(index)
-            .map(|term| snapshot::Point {
-                index,
-                term,
-                configuration: encode_conf_state(&self.node.raft.prs().conf().to_conf_state()),
-                configuration_index: st.conf_index,
+            .store()
+            .removed_nodes()
+            .map_err(|e| Cause::with("reading the removed nodes", e))
+            .and_then(|removed| {
+                let term = self.node.raft.raft_log.term(index);
+                term.map_err(|e| Cause::with(format!("reading the term of {index}"), e))
+                    .map(|term| snapshot::Point {
+                        index,
+                        term,
+                        configuration: encode_snapshot_conf(&cs, &removed),
+                        configuration_index: st.conf_index,
+                    })
             });
-        let captured = point
-            .map_err(|e| Cause::with(format!("reading the term of {index}"), e))
-            .and_then(|p| {
-                self.sm
-                    .snapshot()
-                    .map(|s| (p, s))
-                    .map_err(|e| Cause::with("capturing the state machine", e))
-            });
+        let captured = point.and_then(|p| {
+            self.sm
+                .snapshot()
+                .map(|s| (p, s))
+                .map_err(|e| Cause::with("capturing the state machine", e))
+        });
         let (point, state) = match captured {
             Ok(x) => x,
             Err(e) => {
@@ -210,9 +213,14 @@ where
             .swap_remove(pos)
             .commit()
             .map_err(Error::Storage)?;
+        // A configuration that does not decode names no removed node (Raft checked the one
+        // it carries itself).
+        let removed = decode_snapshot_conf(&stored.configuration)
+            .map(|(_, r)| r)
+            .unwrap_or_default();
         self.node
             .store()
-            .apply_snapshot(meta)
+            .apply_snapshot_with_removed(meta, &removed)
             .map_err(|e| Error::Storage(Cause::with("recording the snapshot", e)))?;
         snapshot::restore(self.node.store().snapshots(), &mut self.sm, &stored)
             .map_err(Error::Storage)?;

@@ -18,6 +18,7 @@ use crate::lock;
 use raft::eraftpb::{
     ConfChange, ConfChangeType, ConfState, Entry, EntryType, HardState, SnapshotMetadata,
 };
+use std::collections::BTreeSet;
 use std::sync::Mutex;
 
 use raftwal_snapshot::SnapshotStore;
@@ -29,8 +30,9 @@ mod error;
 mod reads;
 
 pub use codec::{
-    describe_stable_key, encode_conf_state, to_log_entry, to_raft_entry, COMPACTED_KEY,
-    CONF_INDEX_KEY, CONF_STATE_KEY, HARD_STATE_KEY, REMOVED_KEY, SNAPSHOT_KEY,
+    decode_snapshot_conf, describe_stable_key, encode_conf_state, encode_snapshot_conf,
+    to_log_entry, to_raft_entry, COMPACTED_KEY, CONF_INDEX_KEY, CONF_STATE_KEY, HARD_STATE_KEY,
+    REMOVED_KEY, SNAPSHOT_KEY,
 };
 pub use error::Error;
 
@@ -282,14 +284,21 @@ impl<L: BatchStore, S: SnapshotStore> RaftStorage<L, S> {
     /// Store errors.
     pub fn set_conf_state(&self, cs: &ConfState) -> Result<(), Error> {
         let mut b = WriteBatch::new();
-        self.set_conf(&mut b, cs)?;
+        self.set_conf(&mut b, cs, &BTreeSet::new())?;
         Ok(self.log.commit(b)?)
     }
 
-    /// Adds the new configuration to `b`, with the removed nodes it changes.
-    fn set_conf(&self, b: &mut WriteBatch, cs: &ConfState) -> Result<(), Error> {
+    /// Adds the new configuration to `b`, with the removed nodes it changes (`history`: nodes
+    /// known to have left before it, as a snapshot records them).
+    fn set_conf(
+        &self,
+        b: &mut WriteBatch,
+        cs: &ConfState,
+        history: &BTreeSet<u64>,
+    ) -> Result<(), Error> {
         let mut removed = self.removed_nodes()?;
         let before = removed.clone();
+        removed.extend(history);
         departed(&self.conf_state()?, cs, &mut removed);
         if removed != before {
             b.set(REMOVED_KEY, &encode_ids(&removed));
@@ -303,7 +312,7 @@ impl<L: BatchStore, S: SnapshotStore> RaftStorage<L, S> {
     ///
     /// # Errors
     /// Store or decode errors.
-    pub fn removed_nodes(&self) -> Result<std::collections::BTreeSet<u64>, Error> {
+    pub fn removed_nodes(&self) -> Result<BTreeSet<u64>, Error> {
         match self.log.get(REMOVED_KEY)? {
             Some(b) => decode_ids(&b),
             None => Ok(Default::default()),
@@ -318,7 +327,7 @@ impl<L: BatchStore, S: SnapshotStore> RaftStorage<L, S> {
     /// Store errors.
     pub fn set_conf_state_at(&self, cs: &ConfState, index: u64) -> Result<(), Error> {
         let mut b = WriteBatch::new();
-        self.set_conf(&mut b, cs)?;
+        self.set_conf(&mut b, cs, &BTreeSet::new())?;
         b.set_u64(CONF_INDEX_KEY, index);
         Ok(self.log.commit(b)?)
     }
@@ -377,6 +386,20 @@ impl<L: BatchStore, S: SnapshotStore> RaftStorage<L, S> {
     /// [`Error::SnapshotOutOfDate`] for a snapshot older than the log's first index; store
     /// errors. Nothing changes then.
     pub fn apply_snapshot(&self, meta: &SnapshotMetadata) -> Result<(), Error> {
+        self.apply_snapshot_with_removed(meta, &BTreeSet::new())
+    }
+
+    /// As [`RaftStorage::apply_snapshot`], adding `removed` (the nodes that left the cluster
+    /// up to the snapshot, from its configuration: [`decode_snapshot_conf`]) to
+    /// [`RaftStorage::removed_nodes`] in the same batch.
+    ///
+    /// # Errors
+    /// As [`RaftStorage::apply_snapshot`].
+    pub fn apply_snapshot_with_removed(
+        &self,
+        meta: &SnapshotMetadata,
+        removed: &BTreeSet<u64>,
+    ) -> Result<(), Error> {
         let first = self.first()?;
         if meta.index < first {
             return Err(Error::SnapshotOutOfDate {
@@ -393,7 +416,7 @@ impl<L: BatchStore, S: SnapshotStore> RaftStorage<L, S> {
         if self.log.last_index()? != 0 {
             b.truncate_after(first - 1);
         }
-        self.set_conf(&mut b, meta.get_conf_state())?;
+        self.set_conf(&mut b, meta.get_conf_state(), removed)?;
         b.set(SNAPSHOT_KEY, &mark)
             .set_u64(CONF_INDEX_KEY, meta.index)
             .set(HARD_STATE_KEY, &encode(&hs));

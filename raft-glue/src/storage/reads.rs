@@ -1,6 +1,6 @@
 //! What raft-rs reads: the [`raft::Storage`] implementation of [`RaftStorage`].
 
-use raft::eraftpb::{ConfState, Entry, Snapshot};
+use raft::eraftpb::{Entry, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
 use raftwal_snapshot::SnapshotStore;
 use raftwal_wal::BatchStore;
@@ -105,7 +105,7 @@ impl<L: BatchStore, S: SnapshotStore> raft::Storage for RaftStorage<L, S> {
         let newest = list.into_iter().next().filter(|m| m.index >= request_index);
         let newest = match newest {
             Some(m) => {
-                let conf: ConfState = decode("ConfState", &m.configuration).map_err(store_err)?;
+                let (conf, _) = decode_snapshot_conf(&m.configuration).map_err(store_err)?;
                 let member = [
                     &conf.voters,
                     &conf.learners,
