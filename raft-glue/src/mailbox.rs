@@ -2,9 +2,9 @@
 //! snapshots.
 
 use std::io::{self, Read};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender, SyncSender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use raft::eraftpb::{ConfChangeV2, Message, MessageType};
@@ -12,7 +12,7 @@ use raftwal_snapshot::SnapshotMeta;
 
 use crate::error::{Cause, Result};
 use crate::snapshot::{Inbox, Received};
-use crate::types::{Applied, ReadPoint};
+use crate::types::{Applied, ReadPoint, Status};
 
 /// Where a command's outcome goes. It counts as in flight (for [`Node::propose`]'s bound) until
 /// it is answered or dropped.
@@ -180,12 +180,24 @@ impl Backlog {
     }
 }
 
+/// Who may stream this node a snapshot: the leader it follows, in its term, one stream at a
+/// time. A stream is written to disk before Raft sees its message, so anyone else could
+/// otherwise fill the disk.
+#[derive(Debug)]
+pub(crate) struct SnapshotGate {
+    /// The node's published status (its leader and term).
+    pub(crate) status: Arc<Mutex<Status>>,
+    /// A stream is being received.
+    pub(crate) busy: AtomicBool,
+}
+
 /// Where a transport delivers a node's incoming messages and snapshots.
 #[derive(Clone)]
 pub struct Mailbox {
     pub(crate) tx: Sender<Event>,
     pub(crate) inbox: Arc<dyn Inbox>,
     pub(crate) backlog: Arc<Backlog>,
+    pub(crate) gate: Arc<SnapshotGate>,
 }
 
 impl std::fmt::Debug for Mailbox {
@@ -231,9 +243,13 @@ impl Mailbox {
     /// decides: the snapshot is committed and installed if it accepts it, discarded if not.
     /// Returns once the data is written and handed over.
     ///
+    /// Only the leader this node follows, in its current term, may stream it a snapshot, and
+    /// one stream at a time: anything else is refused before a byte is read.
+    ///
     /// # Errors
-    /// A message that is not the snapshot's, a short or damaged stream, the store's errors, or
-    /// a stopped node; nothing is kept then.
+    /// A message that is not the snapshot's, a sender that is not this node's leader in its
+    /// term, another stream under way, a short or damaged stream, the store's errors, or a
+    /// stopped node; nothing is kept then.
     pub fn receive_snapshot(
         &self,
         msg: Message,
@@ -288,7 +304,28 @@ impl Mailbox {
                 ),
             ));
         }
-        let data = self.inbox.receive(meta, data)?;
+        let (leader, term) = {
+            let s = crate::lock(&self.gate.status);
+            (s.leader, s.term)
+        };
+        if leader != Some(msg.from) || msg.term != term {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "a snapshot from {} in term {} while following {leader:?} in term {term}",
+                    msg.from, msg.term
+                ),
+            ));
+        }
+        if self.gate.busy.swap(true, Ordering::SeqCst) {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "another snapshot is being received",
+            ));
+        }
+        let data = self.inbox.receive(meta, data);
+        self.gate.busy.store(false, Ordering::SeqCst);
+        let data = data?;
         let ev = Event::SnapshotReceived {
             msg: Box::new(msg),
             data,
@@ -316,6 +353,10 @@ mod tests {
             tx,
             inbox: Arc::new(StoreInbox(Arc::new(MemSnapshotStore::new(1).unwrap()))),
             backlog: Arc::new(Backlog::new(10_000)),
+            gate: Arc::new(SnapshotGate {
+                status: Arc::default(),
+                busy: AtomicBool::new(false),
+            }),
         };
         let mut m = Message::default();
         m.set_msg_type(MessageType::MsgAppend);

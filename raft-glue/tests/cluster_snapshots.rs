@@ -275,3 +275,119 @@ fn a_refused_snapshot_from_the_network_is_not_kept() {
         .is_empty());
     assert_eq!(c.nodes[&f].0.status().snapshot_index, 0);
 }
+
+/// A reader that counts what is read from it; on its first read it says so (`started`) and
+/// waits for `go`; it gives zeros forever, or nothing at all (`empty`).
+#[derive(Default)]
+struct Stream {
+    read: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    started: Option<std::sync::mpsc::Sender<()>>,
+    go: Option<std::sync::mpsc::Receiver<()>>,
+    empty: bool,
+}
+
+impl std::io::Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(s) = self.started.take() {
+            let _ = s.send(());
+        }
+        if let Some(go) = self.go.take() {
+            let _ = go.recv();
+        }
+        if self.empty {
+            return Ok(0);
+        }
+        self.read
+            .fetch_add(buf.len(), std::sync::atomic::Ordering::SeqCst);
+        buf.fill(0);
+        Ok(buf.len())
+    }
+}
+
+/// Only the leader a node follows, in its term, may stream it a snapshot, one stream at a
+/// time: a snapshot from a stranger, another member, or the leader in another term is refused
+/// before a byte is read (it would be written to disk before Raft could refuse it), and so is
+/// a second stream while one is under way.
+#[test]
+fn only_the_leader_streams_a_snapshot_and_one_at_a_time() {
+    use raft::eraftpb::{ConfState, Message, MessageType};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let c = Cluster::new();
+    c.apply_anywhere("set a 1");
+    let l = c.wait_leader(&[1, 2, 3]);
+    let f = (1..=3).find(|&i| i != l).unwrap();
+    let g = (1..=3).find(|&i| i != l && i != f).unwrap();
+    let follows = wait(|| (c.nodes[&f].0.status().leader == Some(l)).then_some(()));
+    assert!(follows.is_some());
+    let term = c.nodes[&f].0.status().term;
+    let conf = ConfState {
+        voters: vec![1, 2, 3],
+        ..Default::default()
+    };
+    let meta = raftwal_snapshot::SnapshotMeta {
+        id: "big".into(),
+        index: 100,
+        term,
+        configuration: raftwal_glue::encode_conf_state(&conf),
+        configuration_index: 2,
+        size: 1 << 30,
+        ..Default::default()
+    };
+    let msg = |from: u64, term: u64| {
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgSnapshot);
+        m.from = from;
+        m.to = f;
+        m.term = term;
+        let md = m.mut_snapshot().mut_metadata();
+        md.index = 100;
+        md.term = meta.term;
+        md.set_conf_state(conf.clone());
+        m
+    };
+    let mb = c.nodes[&f].0.mailbox();
+    let read = Arc::new(AtomicUsize::new(0));
+    for (from, t) in [(9, term), (g, term), (l, term + 1), (l, term - 1)] {
+        let mut s = Stream {
+            read: read.clone(),
+            ..Stream::default()
+        };
+        let r = mb.receive_snapshot_from(from, msg(from, t), &meta, &mut s);
+        let e = r.expect_err("refused");
+        assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+    }
+    assert_eq!(read.load(Ordering::SeqCst), 0);
+    // The leader's stream is under way (held at its first byte): a second is refused.
+    let (go, wait_go) = std::sync::mpsc::channel();
+    let (started, wait_started) = std::sync::mpsc::channel();
+    let first = {
+        let (mb, msg, meta) = (mb.clone(), msg(l, term), meta.clone());
+        let mut s = Stream {
+            started: Some(started),
+            go: Some(wait_go),
+            empty: true,
+            ..Stream::default()
+        };
+        std::thread::spawn(move || mb.receive_snapshot_from(l, msg, &meta, &mut s))
+    };
+    wait_started.recv().unwrap();
+    let mut s = Stream {
+        read: read.clone(),
+        empty: true,
+        ..Stream::default()
+    };
+    let e = mb
+        .receive_snapshot_from(l, msg(l, term), &meta, &mut s)
+        .expect_err("refused while another stream is under way");
+    assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "{e}");
+    drop(go);
+    // The first one then ends short; nothing is kept.
+    assert!(first.join().unwrap().is_err());
+    let dir = c.path(f).join("snapshots");
+    assert!(FileSnapshotStore::open(&dir, 2)
+        .unwrap()
+        .list()
+        .unwrap()
+        .is_empty());
+}

@@ -1,6 +1,6 @@
 //! [`Node`]: the handle applications hold on a running node.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -21,7 +21,7 @@ use super::reads::Reads;
 use super::snapshots::SnapshotState;
 use crate::error::{Cause, Error, Result};
 use crate::lock;
-use crate::mailbox::{Backlog, Event, Mailbox, ReadRequest, Reply};
+use crate::mailbox::{Backlog, Event, Mailbox, ReadRequest, Reply, SnapshotGate};
 use crate::metrics::Refused;
 use crate::snapshot::{self, Inbox, StoreInbox};
 use crate::state_machine::StateMachine;
@@ -36,6 +36,7 @@ pub struct Node {
     tx: Sender<Event>,
     inbox: Arc<dyn Inbox>,
     backlog: Arc<Backlog>,
+    gate: Arc<SnapshotGate>,
     status: Arc<Mutex<Status>>,
     subscribers: Subscribers,
     max_command_size: usize,
@@ -126,6 +127,7 @@ impl Node {
             tx: self.tx.clone(),
             inbox: self.inbox.clone(),
             backlog: self.backlog.clone(),
+            gate: self.gate.clone(),
         }
     }
 
@@ -620,6 +622,10 @@ where
         tx,
         inbox,
         backlog,
+        gate: Arc::new(SnapshotGate {
+            status: status.clone(),
+            busy: AtomicBool::new(false),
+        }),
         status,
         subscribers,
         max_command_size: cfg.max_command_size,
