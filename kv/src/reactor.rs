@@ -10,11 +10,13 @@
 //!
 //! Bounds: at most `max_clients` connections (more are told so and closed), request lines of at
 //! most `max_line` bytes (longer ones are skipped and answered with an error, never held), a
-//! connection idle for [`CLIENT_IDLE`] is closed, and an accept error (out of descriptors) is
-//! logged and retried. A connection with [`MAX_PIPELINE`] requests unanswered or unsent, or
-//! [`MAX_OUT`] bytes of replies its client has not read, is not read from until that drops
-//! (its client is held back by TCP flow control), so one connection holds at most
-//! `MAX_PIPELINE` requests and replies (each within `max_line`) and `MAX_OUT` bytes of output.
+//! connection idle for [`CLIENT_IDLE`] (also one whose client stopped reading) is closed, and
+//! an accept error (out of descriptors) is logged and retried. A connection with
+//! [`MAX_PIPELINE`] requests unanswered or unsent, or [`MAX_OUT`] bytes of replies its client
+//! has not read, is not read from until that drops (its client is held back by TCP flow
+//! control), and only its first `MAX_PIPELINE` requests are started: one connection holds at
+//! most `MAX_PIPELINE` replies (each within `max_line`), the requests of one more 16 KiB read,
+//! and `MAX_OUT` bytes of output.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
@@ -31,7 +33,8 @@ use crate::protocol::{self, Lines, Request};
 use crate::server::{read, write_error};
 use crate::store::{self, Kv};
 
-/// A client connection silent this long (with nothing pending) is closed.
+/// A client connection that made no progress this long (nothing read from it or written to
+/// it, and no request of its under way) is closed.
 pub(crate) const CLIENT_IDLE: Duration = Duration::from_secs(300);
 /// Requests of one connection held at most (unanswered, or answered and not yet sent).
 pub(crate) const MAX_PIPELINE: usize = 128;
@@ -311,7 +314,7 @@ impl Reactor {
             c.paused = false;
             let mut buf = [0u8; 16 << 10];
             loop {
-                if c.full() {
+                if c.full() || c.slots.len() + lines.len() >= MAX_PIPELINE {
                     c.paused = true;
                     break;
                 }
@@ -428,56 +431,63 @@ impl Reactor {
         }
     }
 
-    /// Moves the replies ready at the front into the output and writes what the socket takes.
+    /// Moves the replies ready at the front into the output and writes what the socket takes;
+    /// again while that frees room (requests past the window start, later replies go out).
     fn flush(&mut self, token: Token, poll: &Poll) {
-        let Some(c) = self.conns.get_mut(&token) else {
-            return;
-        };
-        let mut popped = false;
-        while c.out.len() < MAX_OUT && matches!(c.slots.front(), Some(Slot::Done(_))) {
-            if let Some(Slot::Done(reply)) = c.slots.pop_front() {
-                c.out.extend_from_slice(reply.as_bytes());
-                c.out.push(b'\n');
-                c.first += 1;
-                popped = true;
-            }
-        }
-        let mut failed = false;
-        while !c.out.is_empty() {
-            match c.stream.write(&c.out) {
-                Ok(0) => {
-                    failed = true;
-                    break;
-                }
-                Ok(n) => {
-                    c.out.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    failed = true;
-                    break;
-                }
-            }
-        }
-        let finished = c.eof && c.slots.is_empty() && c.out.is_empty();
-        if failed || finished {
-            self.close(token, poll);
-            return;
-        }
-        let want = !c.out.is_empty();
-        if want != c.writable {
-            c.writable = want;
-            let interest = if want {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
+        loop {
+            let Some(c) = self.conns.get_mut(&token) else {
+                return;
             };
-            let _ = poll.registry().reregister(&mut c.stream, token, interest);
-        }
-        // Requests past the window may start now.
-        if popped && c.slots.len() >= MAX_PIPELINE {
-            self.advance(token);
+            let mut popped = false;
+            while c.out.len() < MAX_OUT && matches!(c.slots.front(), Some(Slot::Done(_))) {
+                if let Some(Slot::Done(reply)) = c.slots.pop_front() {
+                    c.out.extend_from_slice(reply.as_bytes());
+                    c.out.push(b'\n');
+                    c.first += 1;
+                    popped = true;
+                }
+            }
+            let mut failed = false;
+            while !c.out.is_empty() {
+                match c.stream.write(&c.out) {
+                    Ok(0) => {
+                        failed = true;
+                        break;
+                    }
+                    Ok(n) => {
+                        c.out.drain(..n);
+                        c.active = Instant::now();
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            let finished = c.eof && c.slots.is_empty() && c.out.is_empty();
+            if failed || finished {
+                self.close(token, poll);
+                return;
+            }
+            let want = !c.out.is_empty();
+            if want != c.writable {
+                c.writable = want;
+                let interest = if want {
+                    Interest::READABLE | Interest::WRITABLE
+                } else {
+                    Interest::READABLE
+                };
+                let _ = poll.registry().reregister(&mut c.stream, token, interest);
+            }
+            // The socket may have taken everything, making room for replies still waiting.
+            let more = c.out.len() < MAX_OUT && matches!(c.slots.front(), Some(Slot::Done(_)));
+            if popped {
+                self.advance(token);
+            } else if !more {
+                return;
+            }
         }
     }
 
@@ -491,7 +501,10 @@ impl Reactor {
         let idle: Vec<Token> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.slots.is_empty() && c.active.elapsed() >= CLIENT_IDLE)
+            .filter(|(_, c)| {
+                c.active.elapsed() >= CLIENT_IDLE
+                    && !c.slots.iter().any(|s| matches!(s, Slot::Waiting { .. }))
+            })
             .map(|(t, _)| *t)
             .collect();
         for t in idle {

@@ -1,5 +1,6 @@
 //! `raftwal-kv` as a service under abuse, process by process: a 100 MB request line is refused
-//! without the server holding it; a client pipelining reads it never collects is held back; running out of file descriptors (a flood of connections
+//! without the server holding it; a client pipelining reads it never collects is held back,
+//! and pipelines past every bound are answered in full; running out of file descriptors (a flood of connections
 //! under a low descriptor limit) is survived; a node whose storage fails logs why and the
 //! process exits with status 1.
 #![allow(
@@ -190,6 +191,49 @@ fn a_client_that_never_reads_is_held_back_not_buffered() {
         r.read_line(&mut l).unwrap();
         assert_eq!(l.trim_end(), format!("VALUE {value}"));
     }
+}
+
+/// Pipelined requests past every bound of a connection (more than its window of started
+/// requests, replies larger than its output bound) are all answered, in order: 300 writes
+/// sent at once, then 300 reads of a 60 KB value (18 MB of replies) read slowly at first.
+#[test]
+fn pipelined_requests_past_every_bound_are_all_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), "");
+    let value = "w".repeat(60_000);
+    let c = TcpStream::connect(s.client).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut w = c.try_clone().unwrap();
+    let sets: String = (0..300).map(|i| format!("SET k{i} {i}\n")).collect();
+    w.write_all(sets.as_bytes()).unwrap();
+    let mut r = BufReader::new(c);
+    let mut line = String::new();
+    for i in 0..300 {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        assert!(line.starts_with("OK"), "SET {i}: {line}");
+    }
+    let set = s.request(&format!("SET big {value}")).unwrap_or_default();
+    assert!(set.starts_with("OK"), "{set}");
+    let gets = "GET big\n".repeat(300);
+    let writer = std::thread::spawn(move || w.write_all(gets.as_bytes()));
+    for i in 0..300 {
+        if i < 20 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        line.clear();
+        if let Err(e) = r.read_line(&mut line) {
+            let log = s.stderr.lock().unwrap().clone();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            panic!("GET {i}: {e}; server: {tail:#?}");
+        }
+        assert_eq!(
+            line.trim_end().len(),
+            "VALUE ".len() + value.len(),
+            "GET {i}"
+        );
+    }
+    writer.join().unwrap().unwrap();
 }
 
 #[test]

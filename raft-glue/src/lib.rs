@@ -80,6 +80,7 @@
 
 mod clock;
 mod error;
+mod inbound;
 mod log;
 mod mailbox;
 pub mod metrics;

@@ -2,17 +2,18 @@
 //! snapshots.
 
 use std::io::{self, Read};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use raft::eraftpb::{ConfChangeV2, Message, MessageType};
 use raftwal_snapshot::SnapshotMeta;
 
 use crate::error::{Cause, Result};
+use crate::inbound::{Admitted, Backlog, Paced, SnapshotGate};
 use crate::snapshot::{Inbox, Received};
-use crate::types::{Applied, ReadPoint, Status};
+use crate::types::{Applied, ReadPoint};
 
 /// Where a command's outcome goes. It counts as in flight (for [`Node::propose`]'s bound) until
 /// it is answered or dropped.
@@ -139,58 +140,6 @@ pub(crate) enum Event {
     Shutdown,
 }
 
-/// The bytes of network messages handed to a node and not yet taken by its Raft thread, and
-/// the messages dropped because there were too many: a peer that sends faster than the node
-/// steps cannot grow its memory (Raft resends what is lost).
-#[derive(Debug)]
-pub(crate) struct Backlog {
-    bytes: AtomicUsize,
-    max: usize,
-    dropped: AtomicU64,
-}
-
-impl Backlog {
-    pub(crate) fn new(max: usize) -> Self {
-        Backlog {
-            bytes: AtomicUsize::new(0),
-            max,
-            dropped: AtomicU64::new(0),
-        }
-    }
-
-    /// Takes `size` bytes, unless that would pass the maximum (the message is dropped then).
-    fn take(&self, size: usize) -> bool {
-        let before = self.bytes.fetch_add(size, Ordering::SeqCst);
-        if before.saturating_add(size) > self.max {
-            self.bytes.fetch_sub(size, Ordering::SeqCst);
-            self.dropped.fetch_add(1, Ordering::SeqCst);
-            return false;
-        }
-        true
-    }
-
-    /// The Raft thread took a message of `size` bytes.
-    pub(crate) fn release(&self, size: usize) {
-        self.bytes.fetch_sub(size, Ordering::SeqCst);
-    }
-
-    /// Messages dropped since the last call.
-    pub(crate) fn take_dropped(&self) -> u64 {
-        self.dropped.swap(0, Ordering::SeqCst)
-    }
-}
-
-/// Who may stream this node a snapshot: the leader it follows, in its term, one stream at a
-/// time. A stream is written to disk before Raft sees its message, so anyone else could
-/// otherwise fill the disk.
-#[derive(Debug)]
-pub(crate) struct SnapshotGate {
-    /// The node's published status (its leader and term).
-    pub(crate) status: Arc<Mutex<Status>>,
-    /// A stream is being received.
-    pub(crate) busy: AtomicBool,
-}
-
 /// Where a transport delivers a node's incoming messages and snapshots.
 #[derive(Clone)]
 pub struct Mailbox {
@@ -222,8 +171,7 @@ impl Mailbox {
     }
 
     fn step(&self, msg: Message, peer: Option<u64>) {
-        use protobuf::Message as _;
-        let size = msg.compute_size() as usize;
+        let size = Backlog::cost(&msg);
         if !self.backlog.take(size) {
             return;
         }
@@ -243,8 +191,10 @@ impl Mailbox {
     /// decides: the snapshot is committed and installed if it accepts it, discarded if not.
     /// Returns once the data is written and handed over.
     ///
-    /// Only the leader this node follows, in its current term, may stream it a snapshot, and
-    /// one stream at a time: anything else is refused before a byte is read.
+    /// Only the leader this node follows, in its current term, may stream it a snapshot, one
+    /// stream at a time (until Raft has decided on the last one), with a configuration that
+    /// decodes and is the one its message carries: anything else is refused before a byte is
+    /// read. A stream has a minute plus a second per MiB announced.
     ///
     /// # Errors
     /// A message that is not the snapshot's, a sender that is not this node's leader in its
@@ -304,28 +254,15 @@ impl Mailbox {
                 ),
             ));
         }
-        let (leader, term) = {
-            let s = crate::lock(&self.gate.status);
-            (s.leader, s.term)
+        let pass = self.gate.enter(&msg, meta)?;
+        let mut paced = Paced {
+            inner: data,
+            until: SnapshotGate::deadline(meta.size),
         };
-        if leader != Some(msg.from) || msg.term != term {
-            return Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                format!(
-                    "a snapshot from {} in term {} while following {leader:?} in term {term}",
-                    msg.from, msg.term
-                ),
-            ));
-        }
-        if self.gate.busy.swap(true, Ordering::SeqCst) {
-            return Err(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                "another snapshot is being received",
-            ));
-        }
-        let data = self.inbox.receive(meta, data);
-        self.gate.busy.store(false, Ordering::SeqCst);
-        let data = data?;
+        let data: Box<dyn Received> = Box::new(Admitted {
+            inner: self.inbox.receive(meta, &mut paced)?,
+            _pass: pass,
+        });
         let ev = Event::SnapshotReceived {
             msg: Box::new(msg),
             data,
@@ -353,10 +290,7 @@ mod tests {
             tx,
             inbox: Arc::new(StoreInbox(Arc::new(MemSnapshotStore::new(1).unwrap()))),
             backlog: Arc::new(Backlog::new(10_000)),
-            gate: Arc::new(SnapshotGate {
-                status: Arc::default(),
-                busy: AtomicBool::new(false),
-            }),
+            gate: Arc::new(SnapshotGate::new(Arc::default())),
         };
         let mut m = Message::default();
         m.set_msg_type(MessageType::MsgAppend);

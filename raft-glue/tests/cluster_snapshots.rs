@@ -305,9 +305,10 @@ impl std::io::Read for Stream {
 }
 
 /// Only the leader a node follows, in its term, may stream it a snapshot, one stream at a
-/// time: a snapshot from a stranger, another member, or the leader in another term is refused
-/// before a byte is read (it would be written to disk before Raft could refuse it), and so is
-/// a second stream while one is under way.
+/// time, with the configuration its message carries: a snapshot from a stranger, another
+/// member, or the leader in another term, or whose configuration differs or does not decode,
+/// is refused before a byte is read (it would be written to disk before Raft could refuse it),
+/// and so is a second stream while one is under way.
 #[test]
 fn only_the_leader_streams_a_snapshot_and_one_at_a_time() {
     use raft::eraftpb::{ConfState, Message, MessageType};
@@ -356,6 +357,28 @@ fn only_the_leader_streams_a_snapshot_and_one_at_a_time() {
         let r = mb.receive_snapshot_from(from, msg(from, t), &meta, &mut s);
         let e = r.expect_err("refused");
         assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+    }
+    // From the leader, but with a configuration other than its message's, or one that does
+    // not decode.
+    let other = raftwal_glue::encode_conf_state(&ConfState {
+        voters: vec![1, 2],
+        ..Default::default()
+    });
+    let mut broken = raftwal_glue::encode_snapshot_conf(&conf, &[7].into());
+    *broken.last_mut().unwrap() = 0xff;
+    for configuration in [other, broken] {
+        let meta = raftwal_snapshot::SnapshotMeta {
+            configuration,
+            ..meta.clone()
+        };
+        let mut s = Stream {
+            read: read.clone(),
+            ..Stream::default()
+        };
+        let e = mb
+            .receive_snapshot_from(l, msg(l, term), &meta, &mut s)
+            .expect_err("refused");
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
     }
     assert_eq!(read.load(Ordering::SeqCst), 0);
     // The leader's stream is under way (held at its first byte): a second is refused.

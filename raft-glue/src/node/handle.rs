@@ -1,6 +1,6 @@
 //! [`Node`]: the handle applications hold on a running node.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -20,8 +20,9 @@ use super::proposals::Proposals;
 use super::reads::Reads;
 use super::snapshots::SnapshotState;
 use crate::error::{Cause, Error, Result};
+use crate::inbound::{Backlog, SnapshotGate};
 use crate::lock;
-use crate::mailbox::{Backlog, Event, Mailbox, ReadRequest, Reply, SnapshotGate};
+use crate::mailbox::{Event, Mailbox, ReadRequest, Reply};
 use crate::metrics::Refused;
 use crate::snapshot::{self, Inbox, StoreInbox};
 use crate::state_machine::StateMachine;
@@ -622,10 +623,7 @@ where
         tx,
         inbox,
         backlog,
-        gate: Arc::new(SnapshotGate {
-            status: status.clone(),
-            busy: AtomicBool::new(false),
-        }),
+        gate: Arc::new(SnapshotGate::new(status.clone())),
         status,
         subscribers,
         max_command_size: cfg.max_command_size,
