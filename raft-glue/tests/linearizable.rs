@@ -18,19 +18,6 @@ mod pairs;
 
 use std::time::{Duration, Instant};
 
-/// The faults the run goes on until it has seen take effect (within a minute).
-const REQUIRED: &[&str] = &[
-    "partition",
-    "crash",
-    "follower restarted",
-    "leadership transferred",
-    "voter replaced jointly",
-    "crash while joint",
-    "leader removed itself",
-    "partition on a message",
-    "snapshot installed",
-];
-
 #[test]
 fn history_under_partitions_crashes_and_membership_changes_is_linearizable() {
     let seed = std::env::var("RAFTWAL_SEED")
@@ -44,7 +31,7 @@ fn history_under_partitions_crashes_and_membership_changes_is_linearizable() {
         keys: 32,
         duration: Duration::from_secs(8),
         min_events: 25_000,
-        require: REQUIRED,
+        require: chaos::fault_kinds(false),
         every: Duration::from_millis(100),
         sim: false,
         faults: true,
@@ -70,5 +57,5 @@ fn history_under_partitions_crashes_and_membership_changes_is_linearizable() {
         "too few acknowledged writes: {}",
         out.acked
     );
-    out.assert_covered(REQUIRED);
+    out.assert_covered(chaos::fault_kinds(false));
 }

@@ -58,22 +58,6 @@ fn replay_seed() -> Option<u64> {
     )
 }
 
-/// The faults every group of seeds must have seen take effect.
-const COVERED: [&str; 12] = [
-    "partition",
-    "one-way cut",
-    "message held back",
-    "crash",
-    "follower restarted",
-    "leadership transferred",
-    "voter replaced jointly",
-    "crash while joint",
-    "leader removed itself",
-    "partition on a message",
-    "node stopped by a storage fault",
-    "snapshot installed",
-];
-
 /// Runs `seeds` and checks that together they covered every fault; with `RAFTWAL_SEED` set,
 /// runs only that seed, in the group whose range holds it (seeds past every group's range run
 /// in the first group).
@@ -99,7 +83,7 @@ fn run(seeds: std::ops::Range<u64>) {
         total.effects
     );
     if seeds.len() > 1 {
-        total.assert_covered(&COVERED);
+        total.assert_covered(chaos::fault_kinds(true));
     }
 }
 

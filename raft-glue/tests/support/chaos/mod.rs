@@ -180,6 +180,31 @@ impl Outcome {
 mod world;
 use world::World;
 
+/// Every kind of fault a run can see take effect (`World::did`, and the network's counts);
+/// with `sim`, also the simulated disk's.
+pub fn fault_kinds(sim: bool) -> &'static [&'static str] {
+    const ALL: &[&str] = &[
+        "partition",
+        "one-way cut",
+        "message held back",
+        "crash",
+        "follower restarted",
+        "leadership transferred",
+        "voter replaced jointly",
+        "crash while joint",
+        "leader removed itself",
+        "partition on a message",
+        "snapshot installed",
+        // Last: only on the simulated disk.
+        "node stopped by a storage fault",
+    ];
+    if sim {
+        ALL
+    } else {
+        &ALL[..ALL.len() - 1]
+    }
+}
+
 /// The faults that took effect so far: the world's counts and the network's.
 fn effects(w: &World) -> BTreeMap<&'static str, usize> {
     let mut effects = lock(&w.effects).clone();
