@@ -127,11 +127,14 @@ pub(crate) fn serve(
         max_clients,
         max_line,
         warned: None,
+        again: Vec::new(),
     };
     let mut events = Events::with_capacity(1024);
     let mut accept_later = false;
     while !stop.load(Ordering::SeqCst) {
-        let wait = if accept_later {
+        let wait = if !r.again.is_empty() {
+            Duration::ZERO
+        } else if accept_later {
             Duration::from_millis(100)
         } else {
             Duration::from_secs(1)
@@ -150,6 +153,9 @@ pub(crate) fn serve(
                 WAKER => r.completed(&poll),
                 t => r.ready(t, ev.is_readable(), ev.is_writable(), &poll),
             }
+        }
+        for t in std::mem::take(&mut r.again) {
+            r.resume(t, &poll);
         }
         r.close_idle(&poll);
     }
@@ -199,6 +205,8 @@ struct Reactor {
     max_line: usize,
     /// When an accept error was last logged.
     warned: Option<Instant>,
+    /// Connections to read from again on the next turn ([`Reactor::resume`]).
+    again: Vec<Token>,
 }
 
 impl Reactor {
@@ -276,19 +284,21 @@ impl Reactor {
         }
     }
 
-    /// Reads again from a connection paused at a bound, once below it (the socket raises no
-    /// new event for what arrived while paused).
+    /// Reads again, once, from a connection paused at a bound and now below it (the socket
+    /// raises no new event for what arrived while paused); if it is so again, it waits in
+    /// `again` for the next turn of the loop, so one client cannot keep the loop to itself.
     fn resume(&mut self, token: Token, poll: &Poll) {
-        while self
-            .conns
-            .get(&token)
-            .is_some_and(|c| c.paused && !c.full())
-        {
-            if self.read(token).is_err() {
-                self.close(token, poll);
-                return;
-            }
-            self.flush(token, poll);
+        let resumable = |r: &Self| r.conns.get(&token).is_some_and(|c| c.paused && !c.full());
+        if !resumable(self) {
+            return;
+        }
+        if self.read(token).is_err() {
+            self.close(token, poll);
+            return;
+        }
+        self.flush(token, poll);
+        if resumable(self) {
+            self.again.push(token);
         }
     }
 
@@ -310,7 +320,6 @@ impl Reactor {
             let Some(c) = self.conns.get_mut(&token) else {
                 return Ok(());
             };
-            c.active = Instant::now();
             c.paused = false;
             let mut buf = [0u8; 16 << 10];
             loop {
@@ -328,6 +337,7 @@ impl Reactor {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(e),
                 };
+                c.active = Instant::now();
                 lines.extend(c.lines.feed(&buf[..n]));
                 // A short read took everything there was; what arrives later raises a new
                 // event. (Reading on to `WouldBlock` would cost a system call per request.)

@@ -33,20 +33,23 @@ impl Backlog {
         }
     }
 
-    /// What a message costs in memory: its encoded size, plus an `Entry` for each entry (a
-    /// tiny entry takes a few bytes to send and over a hundred to hold).
+    /// What a message costs in memory: its encoded size, plus the `Message` itself and an
+    /// `Entry` for each entry (an empty message or entry takes a few bytes to send and over a
+    /// hundred to hold).
     pub(crate) fn cost(m: &Message) -> usize {
         use protobuf::Message as _;
-        (m.compute_size() as usize)
-            .saturating_add(m.entries.len().saturating_mul(std::mem::size_of::<Entry>()))
+        let held = std::mem::size_of::<Message>()
+            .saturating_add(m.entries.len().saturating_mul(std::mem::size_of::<Entry>()));
+        (m.compute_size() as usize).saturating_add(held)
     }
 
-    /// Takes `size` bytes, unless that would pass the maximum (the message is dropped then).
+    /// Takes `size` bytes, unless that would pass the maximum (the message is dropped then);
+    /// an empty backlog takes any one message, so none is too large ever to pass.
     pub(crate) fn take(&self, size: usize) -> bool {
         let taken = self
             .bytes
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| {
-                b.checked_add(size).filter(|&n| n <= self.max)
+                b.checked_add(size).filter(|&n| b == 0 || n <= self.max)
             });
         if taken.is_err() {
             self.dropped.fetch_add(1, Ordering::SeqCst);
@@ -65,18 +68,15 @@ impl Backlog {
     }
 }
 
-/// The most removed nodes a received snapshot's configuration may name.
-const MAX_REMOVED: usize = 1 << 16;
-/// The slowest a snapshot stream may be, on average, after its first [`STREAM_GRACE`].
-const MIN_STREAM_RATE: u64 = 1 << 20;
-/// The time every stream has, whatever its size.
+/// The slowest a snapshot stream may be, on average, past its first [`STREAM_GRACE`].
+const MIN_STREAM_RATE: f64 = (1 << 20) as f64;
+/// The time every stream has before its rate counts.
 const STREAM_GRACE: Duration = Duration::from_secs(60);
 
 /// Who may stream this node a snapshot: the leader it follows, in its term, one stream at a
-/// time, each within a deadline (`STREAM_GRACE` plus its size at 1 MiB/s), with a
-/// configuration that decodes, matches the one its message carries and names at most 65,536
-/// removed nodes. A stream is written to disk before Raft sees its message: anything else
-/// could fill the disk, or hold the way shut for the leader.
+/// time, each at least 1 MiB/s on average past its first minute, with a configuration that
+/// decodes and matches the one its message carries. A stream is written to disk before Raft
+/// sees its message: anything else could fill the disk, or hold the way shut for the leader.
 #[derive(Debug)]
 pub(crate) struct SnapshotGate {
     /// The node's published status (its leader and term).
@@ -132,13 +132,6 @@ impl SnapshotGate {
                     meta.id
                 ))
             }
-            Ok((_, removed)) if removed.len() > MAX_REMOVED => {
-                return bad(format!(
-                    "snapshot {}: {} removed nodes, more than {MAX_REMOVED}",
-                    meta.id,
-                    removed.len()
-                ))
-            }
             Ok(_) => {}
         }
         if self.busy.swap(true, Ordering::SeqCst) {
@@ -149,28 +142,38 @@ impl SnapshotGate {
         }
         Ok(Pass(self.busy.clone()))
     }
-
-    /// The time a stream of `size` bytes may take.
-    pub(crate) fn deadline(size: u64) -> Instant {
-        Instant::now() + STREAM_GRACE + Duration::from_secs(size / MIN_STREAM_RATE)
-    }
 }
 
-/// A stream that fails once its deadline has passed.
+/// A stream that fails once it falls below [`MIN_STREAM_RATE`] on average, past its first
+/// [`STREAM_GRACE`] (so a sender trickling bytes cannot hold the gate shut).
 pub(crate) struct Paced<'a> {
-    pub(crate) inner: &'a mut dyn Read,
-    pub(crate) until: Instant,
+    inner: &'a mut dyn Read,
+    started: Instant,
+    read: u64,
+}
+
+impl<'a> Paced<'a> {
+    pub(crate) fn new(inner: &'a mut dyn Read) -> Self {
+        Paced {
+            inner,
+            started: Instant::now(),
+            read: 0,
+        }
+    }
 }
 
 impl Read for Paced<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if Instant::now() > self.until {
+        let late = self.started.elapsed().saturating_sub(STREAM_GRACE);
+        if (self.read as f64) < late.as_secs_f64() * MIN_STREAM_RATE {
             return Err(refused(
                 io::ErrorKind::TimedOut,
                 "the snapshot stream is too slow".into(),
             ));
         }
-        self.inner.read(buf)
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
     }
 }
 

@@ -68,6 +68,11 @@ impl Guard {
         self.removed.contains(&id)
     }
 
+    /// The nodes that left this node's configuration (as stored, kept in memory).
+    pub(crate) fn removed(&self) -> &BTreeSet<u64> {
+        &self.removed
+    }
+
     /// Messages dropped so far, by reason.
     pub(crate) fn dropped(&self) -> &BTreeMap<DropReason, u64> {
         &self.dropped

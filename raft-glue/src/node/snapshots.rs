@@ -115,18 +115,15 @@ where
         let cs = self.node.raft.prs().conf().to_conf_state();
         let point = self
             .node
-            .store()
-            .removed_nodes()
-            .map_err(|e| Cause::with("reading the removed nodes", e))
-            .and_then(|removed| {
-                let term = self.node.raft.raft_log.term(index);
-                term.map_err(|e| Cause::with(format!("reading the term of {index}"), e))
-                    .map(|term| snapshot::Point {
-                        index,
-                        term,
-                        configuration: encode_snapshot_conf(&cs, &removed),
-                        configuration_index: st.conf_index,
-                    })
+            .raft
+            .raft_log
+            .term(index)
+            .map_err(|e| Cause::with(format!("reading the term of {index}"), e))
+            .map(|term| snapshot::Point {
+                index,
+                term,
+                configuration: encode_snapshot_conf(&cs, self.guard.removed()),
+                configuration_index: st.conf_index,
             });
         let captured = point.and_then(|p| {
             self.sm

@@ -181,54 +181,33 @@ pub fn encode_conf_state(cs: &ConfState) -> Vec<u8> {
 
 /// The protobuf field a snapshot's configuration carries the removed nodes in: one `ConfState`
 /// does not define, so a reader that does not know it skips it.
-const REMOVED_FIELD: u64 = 15;
+const REMOVED_FIELD: u32 = 15;
 
-/// Encodes a snapshot's configuration: the `ConfState`, then (if any) the nodes that left the
-/// cluster up to the snapshot, as packed varints in field 15, so that a node installing the
-/// snapshot knows them ([`RaftStorage::removed_nodes`](super::RaftStorage::removed_nodes)).
+/// Encodes a snapshot's configuration: the `ConfState` with the nodes that left the cluster up
+/// to the snapshot as a repeated varint field 15, so that a node installing the snapshot knows
+/// them ([`RaftStorage::removed_nodes`](super::RaftStorage::removed_nodes)).
 pub fn encode_snapshot_conf(cs: &ConfState, removed: &BTreeSet<u64>) -> Vec<u8> {
-    fn varint(b: &mut Vec<u8>, mut v: u64) {
-        while v >= 0x80 {
-            b.push((v as u8) | 0x80);
-            v >>= 7;
-        }
-        b.push(v as u8);
-    }
-    let mut b = encode(cs);
-    if removed.is_empty() {
-        return b;
-    }
-    let mut packed = Vec::new();
+    use protobuf::Message as _;
+    let mut cs = cs.clone();
     for &id in removed {
-        varint(&mut packed, id);
+        cs.mut_unknown_fields().add_varint(REMOVED_FIELD, id);
     }
-    varint(&mut b, (REMOVED_FIELD << 3) | 2);
-    varint(&mut b, packed.len() as u64);
-    b.extend_from_slice(&packed);
-    b
+    encode(&cs)
 }
 
 /// Decodes a snapshot's configuration ([`encode_snapshot_conf`], or a bare `ConfState`): the
 /// configuration (without the extra field) and the removed nodes.
 ///
 /// # Errors
-/// [`Error::Decode`] if it is not a `ConfState` or the removed nodes do not decode.
+/// [`Error::Decode`] if it is not a `ConfState`.
 pub fn decode_snapshot_conf(b: &[u8]) -> Result<(ConfState, BTreeSet<u64>), Error> {
     use protobuf::Message as _;
     let mut cs: ConfState = decode("ConfState", b)?;
-    let mut removed = BTreeSet::new();
-    if let Some(v) = cs.get_unknown_fields().get(REMOVED_FIELD as u32) {
-        for packed in &v.length_delimited {
-            let mut is = protobuf::CodedInputStream::from_bytes(packed);
-            let bad = |e: protobuf::ProtobufError| Error::Decode {
-                what: "removed nodes",
-                detail: e.to_string(),
-            };
-            while !is.eof().map_err(bad)? {
-                removed.insert(is.read_raw_varint64().map_err(bad)?);
-            }
-        }
-    }
+    let removed = cs
+        .get_unknown_fields()
+        .get(REMOVED_FIELD)
+        .map(|v| v.varint.iter().copied().collect())
+        .unwrap_or_default();
     *cs.mut_unknown_fields() = protobuf::UnknownFields::new();
     Ok((cs, removed))
 }

@@ -98,7 +98,8 @@ impl ManualCluster {
         // thread-local random generator): 10 ticks for node 1, 11 for node 2, ...; the same
         // election timeout (10 ticks), hence lease, everywhere.
         for id in 1..=n {
-            let campaign = 9 + usize::try_from(id).unwrap_or(1);
+            // Within the 100 x election_ticks bound campaign_ticks allows.
+            let campaign = 10 + usize::try_from(id - 1).unwrap_or(0) % 990;
             let cfg = Config {
                 tick,
                 clock: Arc::new(clock.clone()),
